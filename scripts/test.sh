@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install what the tests need (venv, tlkit, offline assets, Chromium) and run the whole suite:
+# unit tests, every chapter executed in smoke mode, and the real-browser panel test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${TLKIT_VENV:-.venv}"
+bash scripts/setup.sh --test
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+python -m pytest -q -ra --durations=15 "$@"

@@ -1,0 +1,38 @@
+"""tlkit: a Jupyter-native kit for teaching and exploring transfer learning.
+
+Import the modules you need explicitly (``from tlkit import surgery, train``).
+This package imports neither ipywidgets nor transformers nor matplotlib.
+"""
+from __future__ import annotations
+
+import os
+
+__version__ = "0.1.0"
+
+PRESETS = ("auto", "smoke", "cpu", "gpu")
+
+
+def smoke_mode() -> bool:
+    """True when ``TLKIT_SMOKE`` is set to 1/true/yes: chapters shrink data and epochs
+    (same code path, same real models) so a whole chapter runs in well under a minute."""
+    return os.environ.get("TLKIT_SMOKE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_preset(preset: str = "auto", smoke: bool | None = None) -> str:
+    """Turn a notebook's ``PRESET`` into ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+
+    ``"auto"`` picks ``"gpu"`` when CUDA is available and ``"cpu"`` otherwise;
+    smoke mode (argument or ``TLKIT_SMOKE``) wins over everything.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown PRESET {preset!r}; choose one of {', '.join(PRESETS)}")
+    if smoke if smoke is not None else smoke_mode():
+        return "smoke"
+    if preset != "auto":
+        return preset
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+__all__ = ["__version__", "smoke_mode", "resolve_preset", "PRESETS"]

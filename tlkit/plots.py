@@ -1,0 +1,145 @@
+"""Pure plotting functions: each draws on an Axes (given or new) and returns it.
+
+Never calls ``plt.show()``; notebooks display the figure. Shared by the
+chapters and the panel (ui.py renders some of these into PNGs).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _axes(ax=None, figsize=(6, 4)):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, constrained_layout=True)
+    return ax
+
+
+def learning_curves(df, metric: str = "acc", *, ax=None, title: str | None = None,
+                    ylabel: str | None = None, xlabel: str = "labelled examples per class", baseline: dict | None = None):
+    """Mean ± one standard deviation of ``metric`` against label budget, one line per method.
+
+    ``df`` is ``tlkit.sweep.sweep``'s tidy table. Budgets sit at evenly spaced
+    positions (labelled 25, 100, ..., all) so "all" fits on the axis. ``baseline``
+    maps a label to a horizontal reference value (e.g. a target-trained model).
+    """
+    from .sweep import budget_order, summarize
+
+    ax = _axes(ax)
+    order = budget_order(df["budget"])
+    pos = {b: i for i, b in enumerate(order)}
+    s = summarize(df, metric)
+    for method in dict.fromkeys(df["method"]):
+        part = s[s["method"] == method].sort_values("budget")
+        x = np.array([pos[b] for b in part["budget"]])
+        m, sd = part["mean"].to_numpy(float), part["std"].to_numpy(float)
+        line, = ax.plot(x, m, marker="o", label=str(method))
+        ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+    for label, value in (baseline or {}).items():
+        ax.axhline(value, linestyle="--", color="grey", linewidth=1)
+        ax.annotate(label, (0, value), textcoords="offset points", xytext=(2, 3), fontsize=8, color="grey")
+    ax.set_xticks(range(len(order)), [str(b) for b in order])
+    n_seeds = df.groupby(["method", "budget"]).size().max()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or metric.replace("_", " "))
+    ax.set_title(title or f"{metric.replace('_', ' ')} vs label budget (mean ± std over {n_seeds} seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def history(hist: Any, metrics=("loss", "acc"), *, axes=None, title: str = "Training history"):
+    """Train and validation curves from a ``State.history`` (list of rows) or its DataFrame.
+
+    Returns the list of Axes, one per metric, x axis in epochs.
+    """
+    import pandas as pd
+
+    df = hist if isinstance(hist, pd.DataFrame) else pd.DataFrame(hist)
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), constrained_layout=True)
+        axes = np.atleast_1d(axes)
+    for ax, metric in zip(axes, metrics):
+        for col in [c for c in df.columns if c.endswith(f"_{metric}")]:
+            ax.plot(df["epoch"], df[col], marker=".", label=col.rsplit("_", 1)[0])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{title}: {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return list(axes)
+
+
+# --------------------------------------------------------------------------- panel figures (used by ui.py)
+# The panel draws from a training thread, so its figures live outside pyplot:
+# no global figure manager to race with, and the notebook never auto-displays
+# them. White backgrounds keep them readable in light and dark themes alike.
+
+#: Colours for the panel's series: train, then validation sets in order.
+SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def agg_figure(ncols: int = 1, *, width: float = 4.4, height: float = 3.0, dpi: int = 80):
+    """A white ``Figure`` with ``ncols`` Axes on matplotlib's Agg canvas, outside pyplot.
+
+    Safe to draw from a background thread (no pyplot state) and rendered to PNG
+    with ``png_bytes``; margins are fixed (no constrained layout) because the
+    panel redraws the same figure many times and layout solving is slow.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(fig)
+    fig.subplots(1, ncols, squeeze=False)
+    fig.subplots_adjust(left=0.75 / (width * ncols) * 1.4, right=0.98, bottom=0.17, top=0.87,
+                        wspace=0.28)
+    for ax in fig.axes:
+        ax.set_facecolor("white")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def png_bytes(fig) -> bytes:
+    """Render ``fig`` (any canvas) to PNG bytes with a white background."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    return buf.getvalue()
+
+
+def compare_runs(runs: Any, metric: str = "valid_acc", *, ax=None, title: str | None = None,
+                 highlight: str | None = None):
+    """Every run's ``metric`` against epoch on one Axes, one labelled line per run.
+
+    ``runs`` maps a run label to its history (``State.history`` rows or a
+    DataFrame with an ``epoch`` column); runs without that metric are skipped.
+    ``highlight`` (a label) is drawn thicker, e.g. the best run. The panel's run
+    board uses this to compare "frozen vs fine-tuned vs scratch" at a glance.
+    """
+    import pandas as pd
+
+    ax = _axes(ax)
+    drawn = 0
+    for i, (label, hist) in enumerate(dict(runs).items()):
+        df = hist if isinstance(hist, pd.DataFrame) else pd.DataFrame(list(hist))
+        if df.empty or metric not in df.columns or "epoch" not in df.columns:
+            continue
+        ax.plot(df["epoch"], df[metric], marker=".", label=str(label),
+                color=SERIES_COLORS[i % len(SERIES_COLORS)],
+                linewidth=2.6 if label == highlight else 1.4)
+        drawn += 1
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title or f"all runs: {metric.replace('_', ' ')}", fontsize=10)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7, loc="best")
+    return ax
