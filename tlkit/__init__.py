@@ -35,4 +35,14 @@ def resolve_preset(preset: str = "auto", smoke: bool | None = None) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["__version__", "smoke_mode", "resolve_preset", "PRESETS"]
+def check() -> str:
+    """Print and return one line on what will happen here: GPU or CPU preset, offline
+    assets present or what to install, widget support, platform (the short ``tlkit env``)."""
+    from .cli import summary_line
+
+    line = summary_line()
+    print(line)
+    return line
+
+
+__all__ = ["check", "__version__", "smoke_mode", "resolve_preset", "PRESETS"]

@@ -60,8 +60,9 @@ def _offline_assets() -> dict[str, bool] | str:
         table = assets.list_assets()
     except Exception as exc:  # noqa: BLE001 - env must always print something
         return f"unknown ({type(exc).__name__}: {exc})"
-    col = "present" if "present" in table.columns else table.columns[1]
-    return {str(r["name"]): bool(r[col]) for _, r in table.iterrows()}
+    if "tier" in table.columns:  # only the assets every chapter needs offline; online ones download on demand
+        table = table[table["tier"] == "offline"]
+    return {str(r["name"]): bool(r["present"]) for _, r in table.iterrows()}
 
 
 def summary_line(info: dict | None = None) -> str:
