@@ -258,3 +258,19 @@ def test_fine_tune_recipe():
     states = train.fine_tune(toy.MLP(), tr, va, TrainConfig(epochs=2, lr=1e-2), head_epochs=1)
     assert len(states) == 2
     assert states[0].trainable_params < states[1].trainable_params
+
+
+def test_precision_choice_on_cuda_devices(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert train.pick_precision(cuda, "auto") == "bf16"      # A100/H100
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert train.pick_precision(cuda, "auto") == "fp16"      # T4 (Colab): fp16 with a grad scaler
+    assert train.pick_precision(cuda, "fp32") == "fp32"
+    assert train.pick_precision(torch.device("cpu"), "bf16") == "fp32"
+
+
+def test_to_device_handles_nested_batches():
+    batch = {"input_ids": torch.ones(2, 3), "meta": [torch.zeros(1), ("x", torch.ones(1))]}
+    out = train.to_device(batch, torch.device("cpu"))
+    assert torch.equal(out["input_ids"], batch["input_ids"]) and out["meta"][1][0] == "x"
