@@ -5,6 +5,7 @@
 
 - puts the Colab setup cell (``tlkit.links.setup_cell_source()``) first and the
   environment check cell (``tlkit.check()``) right after the opening markdown;
+- tags the ``PRESET`` cell as papermill's ``parameters`` cell;
 - clears outputs and execution counts; sets kernelspec metadata to python3.
 """
 from __future__ import annotations
@@ -31,6 +32,10 @@ def tidy(path: str) -> None:
     for i, c in enumerate(cells):
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
+            if 'PRESET = "auto"' in c.source:  # papermill's parameters cell
+                tags = c.metadata.setdefault("tags", [])
+                if "parameters" not in tags:
+                    tags.append("parameters")
         c.setdefault("id", f"cell-{i}")
     nb.cells = cells
     nb.metadata["kernelspec"] = KERNELSPEC

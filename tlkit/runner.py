@@ -98,7 +98,9 @@ def run_notebook(path: str | os.PathLike, *, smoke: bool = True, out_dir: str | 
     with tempfile.TemporaryDirectory(prefix="tlkit-run-") as tmp:
         records_file = Path(tmp) / "records.jsonl"
         values = {"TLKIT_REPORT": str(records_file), "TLKIT_CHAPTER": path.stem,
-                  "TLKIT_SMOKE": "1" if smoke else "0", "MPLBACKEND": "Agg", **(env or {})}
+                  "TLKIT_SMOKE": "1" if smoke else "0",
+                  # inline backend: figures land in the executed copy (a parent's MPLBACKEND=Agg would hide them)
+                  "MPLBACKEND": "module://matplotlib_inline.backend_inline", **(env or {})}
         error = None
         t0 = time.perf_counter()
         with _env(**values):

@@ -1,0 +1,61 @@
+"""Chapter 1 executed top to bottom in smoke mode; assertions on what it records."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tlkit.runner import run_notebook
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_word_embeddings.ipynb"
+STRATEGIES = ("random", "frozen", "fine-tuned")
+
+
+def test_notebook_is_committed_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    first = code[0].source
+    assert 'PRESET = "auto"' in first and "SMOKE = tlkit.smoke_mode()" in first
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    return run_notebook(NOTEBOOK, smoke=True, out_dir=tmp_path_factory.mktemp("ch1"))
+
+
+def test_chapter_runs_in_smoke_mode(result):
+    assert result.ok, result.error
+    assert result.output is not None and result.output.exists()
+
+
+def test_every_strategy_has_every_budget(result):
+    accs = [r for r in result.records if r["metric"] == "movies_acc"]
+    budgets = {r["budget"] for r in accs}
+    assert len(budgets) >= 2, budgets
+    for method in STRATEGIES:
+        assert {r["budget"] for r in accs if r["method"] == method} == budgets, method
+    for r in result.records:
+        if r["metric"].endswith(("_acc", "_bacc")):
+            assert 0.0 <= r["value"] <= 1.0, r
+        assert r["preset"] == "smoke"
+
+
+def test_pretrained_beats_random_at_the_smallest_budget(result):
+    accs = {(r["method"], r["budget"]): r["value"] for r in result.records if r["metric"] == "movies_acc"}
+    smallest = str(min(int(b) for _, b in accs if b != "all"))
+    assert accs[("frozen", smallest)] > accs[("random", smallest)], accs
+    gain = [r for r in result.records if r["metric"].startswith("acc_gain@")]
+    assert len(gain) == 1 and gain[0]["value"] > 0
+
+
+def test_cross_domain_table_and_panel_run_are_recorded(result):
+    metrics = {(r["method"], r["metric"]) for r in result.records}
+    for method in STRATEGIES:
+        for metric in ("amazon_acc", "amazon_bacc", "tweets_acc", "tweets_bacc"):
+            assert (method, metric) in metrics
+    panel = [r for r in result.records if r["method"].startswith("panel")]
+    assert len(panel) == 1 and 0.0 <= panel[0]["value"] <= 1.0
+
