@@ -17,8 +17,10 @@ def test_notebook_is_committed_without_outputs():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    first = code[0].source
-    assert 'PRESET = "auto"' in first and "SMOKE = tlkit.smoke_mode()" in first
+    # setup cell (Colab) and environment check come first, then the papermill parameters cell
+    params = next(c for c in code if "parameters" in c.metadata.get("tags", []))
+    assert code.index(params) <= 2
+    assert 'PRESET = "auto"' in params.source and "SMOKE = tlkit.smoke_mode()" in params.source
 
 
 @pytest.fixture(scope="module")
