@@ -1,0 +1,87 @@
+"""Chapter 3 executed top to bottom in smoke mode, with assertions on what it records."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tlkit.runner import run_notebook
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_cnn_features.ipynb"
+METHODS = ("pixels+logreg", "small CNN (scratch)", "MobileNetV2 (scratch)", "features+logreg",
+           "fine-tune last N", "fine-tune all")
+
+
+def test_notebook_03_is_committed_without_outputs():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert 'PRESET = "auto"' in "".join(first_code["source"])
+    assert "tlkit.smoke_mode()" in "".join(first_code["source"])
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ch3")
+    # a fresh TLKIT_HOME: the feature cache starts empty and never touches ~/.cache
+    home = tmp_path_factory.mktemp("ch3home")
+    # one thread: smoke tensors are tiny, and on shared CI machines two spinning OpenMP threads per
+    # process slow convolutions down ~10x; the chapter itself keeps PyTorch's default.
+    return run_notebook(NOTEBOOK, smoke=True, out_dir=out, env={"TLKIT_HOME": str(home), "OMP_NUM_THREADS": "1"})
+
+
+def _records(records, method, metric):
+    hits = [r for r in records if r["method"] == method and r["metric"] == metric]
+    assert hits, f"no record {method}/{metric}; records: {sorted({(r['method'], r['metric']) for r in records})}"
+    return hits
+
+
+def test_notebook_03_runs_in_smoke_mode(result):
+    assert result.ok, result.error
+    assert result.wall_s < 120, f"smoke run took {result.wall_s:.0f} s; it must stay well under a minute"
+    assert all(r["preset"] == "smoke" for r in result.records)
+
+
+def test_notebook_03_pretrained_network_recognises_the_coffee_photo(result):
+    assert result.ok, result.error
+    r = _records(result.records, "mobilenet_v2 imagenet", "coffee_top1_is_coffee")[-1]
+    assert r["value"] == 1.0, r["label"]
+
+
+def test_notebook_03_feature_cache_and_linear_head(result):
+    assert result.ok, result.error
+    recs = result.records
+    assert _records(recs, "feature cache", "cache_hit")[-1]["value"] == 1.0
+    assert 0 < _records(recs, "features+logreg", "head_train_s")[-1]["value"] < 30
+    # even at smoke sizes, ImageNet features carry class information (guessing gives 0.10)
+    assert _records(recs, "features+logreg", "test_acc_full_pool")[-1]["value"] > 0.3
+    for prep in ("ImageNet normalisation", "no normalisation"):
+        for r in _records(recs, f"features+logreg ({prep})", "test_acc"):
+            assert 0.0 <= r["value"] <= 1.0 and math.isfinite(r["std"])
+
+
+def test_notebook_03_sweep_covers_every_method_budget_and_the_gain(result):
+    assert result.ok, result.error
+    recs = result.records
+    for method in METHODS:
+        rows = _records(recs, method, "test_acc")
+        assert {r["budget"] for r in rows} == {"2", "5"}, method
+        assert all(0.0 <= r["value"] <= 1.0 and r["seeds"] >= 1 for r in rows)
+    by = {(r["method"], r["budget"]): r["value"] for r in _records(recs, "features+logreg", "test_acc")
+          + _records(recs, "MobileNetV2 (scratch)", "test_acc")}
+    gain = _records(recs, "features+logreg", "gain_vs_scratch_at_smallest_budget")[-1]["value"]
+    assert gain == pytest.approx(by[("features+logreg", "2")] - by[("MobileNetV2 (scratch)", "2")])
+    # with 5 labels per class frozen ImageNet features already beat guessing clearly
+    assert by[("features+logreg", "5")] > 0.2
+
+
+def test_notebook_03_panel_trains_by_script(result):
+    assert result.ok, result.error
+    r = _records(result.records, "panel: fine-tune last 3", "valid_acc")[-1]
+    assert r["status"] == "finished" and 0.0 <= r["value"] <= 1.0
+    assert _records(result.records, "chapter", "wall_s")[-1]["value"] > 0
