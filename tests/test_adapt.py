@@ -234,3 +234,22 @@ def test_make_step_weight_knob_sets_each_methods_weight():
         out = adapt.make_step(method, weight=0.7)(model, batch, ctx)
         assert float(out["lambda"]) == pytest.approx(adapt.dann_lambda(1.0, 0.7))
     assert adapt.make_step("source_only") is adapt.source_only_step
+
+
+def test_adabn_reestimates_batchnorm_statistics_on_target_only():
+    torch.manual_seed(0)
+    model = adapt.DigitNet(in_channels=3, size=16, widths=(4, 8), feature_dim=8, disc_hidden=4)
+    model.train()
+    with torch.no_grad():
+        model.features(torch.rand(64, 3, 16, 16))            # source-like statistics
+    before = model.conv[1].running_mean.clone()
+    xt = torch.rand(50, 3, 16, 16) * 0.2 + 0.8               # a brighter "target"
+    new = adapt.adabn(model, xt, batch_size=25)   # equal batches: the cumulative mean is exact
+    assert torch.equal(model.conv[1].running_mean, before)   # the original is untouched
+    assert not new.training
+    # Reference: the first BatchNorm's running mean equals the per-channel mean of conv1's output on xt.
+    with torch.no_grad():
+        ref = model.conv[0](xt).mean(dim=(0, 2, 3))
+    assert torch.allclose(new.conv[1].running_mean, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        adapt.adabn(torch.nn.Linear(3, 2), torch.rand(4, 3))
