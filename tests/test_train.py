@@ -274,3 +274,9 @@ def test_to_device_handles_nested_batches():
     batch = {"input_ids": torch.ones(2, 3), "meta": [torch.zeros(1), ("x", torch.ones(1))]}
     out = train.to_device(batch, torch.device("cpu"))
     assert torch.equal(out["input_ids"], batch["input_ids"]) and out["meta"][1][0] == "x"
+
+
+def test_eval_every_skips_epoch_end_evaluations():
+    tr, va = loaders()  # 8 steps per epoch
+    state = fit(toy.MLP(), tr, va, TrainConfig(epochs=3, eval_every=5))
+    assert [r["step"] for r in state.history] == [5, 10, 15, 20, 24]

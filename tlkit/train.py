@@ -441,7 +441,8 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
             if state.status == "diverged":
                 break
             state.epoch += 1
-            if count or not cfg.eval_every:
+            # With eval_every, evaluate on that cadence and once more at the very end, not per epoch.
+            if count and (not cfg.eval_every or done or state.epoch >= cfg.epochs):
                 evaluate_now(sums, count)
                 emit("epoch_end")
         if state.status == "running":
