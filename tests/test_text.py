@@ -229,10 +229,46 @@ def test_finetune_runner_runs_every_method(tok, tmp_path):
     assert top["steps"] == 6 and runner.last_state.cfg.frozen == ("word_embeddings", "embeddings", "layer0")
     full = runner.run("finetune_all", 4, seed=1, eval_on=["movies"])
     assert runner.last_state.cfg.frozen == ("word_embeddings",) and 0 <= full["acc"] <= 1
-    assert text.weight_change(runner.pretrained, runner.model)["layer1"] > 0  # trained...
-    runner.fresh_model(1)                                                    # ...restored
+    assert text.weight_change(runner.before(), runner.model)["layer1"] > 0  # trained...
+    runner.fresh_model(1)                                                   # ...restored
     restored = text.weight_change(runner.before(), runner.model)
     assert restored == {g: 0.0 for g in restored}
-    assert text.weight_change(runner.pretrained, runner.model)["layer1"] == 0.0
     with pytest.raises(ValueError, match="unknown method"):
         runner.run("scratch", 4)
+
+
+def test_finetune_runner_keeps_no_copy_of_the_frozen_word_embeddings_but_notices_writes(tok, monkeypatch):
+    texts = [f"{w} film {i}" for i in range(4) for w in ("good", "bad")]
+    labels = np.array([1, 0] * 4)
+    runner = text.FineTuneRunner(tok, texts, labels, {"movies": (texts, labels)}, max_length=8,
+                                 model=tiny_model(num_layers=1))
+    word = runner.model.encoder.embeddings.word_embeddings.weight
+    assert runner._word_key not in runner.pretrained and len(runner.pretrained) > 0
+    original = word.detach().clone()
+    reloads = []
+    monkeypatch.setattr(text, "load_classifier", lambda *a, **k: reloads.append(1) or tiny_copy(original))
+    runner.fresh_model(0)
+    assert reloads == []                       # untouched: nothing to restore
+    with torch.no_grad():
+        word.add_(1.0)                         # e.g. a panel run with the matrix unfrozen
+    runner.fresh_model(0)
+    assert reloads == [1] and torch.equal(word.detach(), original)
+    runner.release()
+    assert runner.pretrained is None
+    with pytest.raises(RuntimeError, match="release"):
+        runner.fresh_model(0)
+
+
+def tiny_copy(word_weight):
+    """A stand-in for a freshly loaded classifier: only its word-embedding matrix is read."""
+    m = tiny_model(num_layers=1)
+    with torch.no_grad():
+        m.encoder.embeddings.word_embeddings.weight.copy_(word_weight)
+    return m
+
+
+def test_memory_helpers_are_safe_everywhere():
+    applied = text.tame_malloc()
+    assert isinstance(applied, bool)
+    assert applied == (text._glibc() is not None)
+    assert text.release_memory() >= 0
