@@ -252,6 +252,10 @@ def param_groups(groups: Sequence[LayerGroup], lr: float, lr_decay: float = 1.0,
     out = []
     for g in groups:
         params = g.parameters()
+        if not weight_decay:  # one optimizer group per layer group: fewer (fused) kernel launches
+            if params:
+                out.append({"params": params, "lr": rates[g.name], "name": g.name, "weight_decay": 0.0})
+            continue
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         if decay:

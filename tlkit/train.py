@@ -391,8 +391,9 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
                     out = step(model, batch, ctx)
                 loss = out["loss"]
                 # On CUDA the check syncs the GPU, so look only every 25 steps there.
-                check = device.type != "cuda" or state.step % 25 == 0
-                if check and not torch.isfinite(loss.detach()).all():
+                on_host = device.type == "cpu"
+                check = on_host or state.step % 25 == 0
+                if check and not (math.isfinite(loss.item()) if on_host else bool(torch.isfinite(loss.detach()).all())):
                     state.status = "diverged"
                     state.message = (f"the loss became {float(loss.detach()):.3g} at step {state.step}: the learning "
                                      "rate is probably too high; lower it (e.g. by 10x) and train again")
@@ -418,10 +419,15 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
                 n = int(out["n"]) if "n" in out else _batch_size(batch)
                 count += n
                 state.samples_seen += n
-                logged = {k: v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-                          for k, v in out.items() if k != "n"}
+                # On CPU plain floats are cheapest; on a GPU keep tensors so no step waits for the device.
+                if on_host:
+                    logged = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                              for k, v in out.items() if k != "n"}
+                else:
+                    logged = {k: v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                              for k, v in out.items() if k != "n"}
                 for k, v in logged.items():
-                    sums[k] = sums.get(k, 0.0) + v.float() * n
+                    sums[k] = sums.get(k, 0.0) + v * n
                 state._last = logged
                 state.elapsed = time.perf_counter() - state.started_at
                 if cfg.log_steps:
