@@ -69,7 +69,9 @@ def summary_line(info: dict | None = None) -> str:
     """One line for a chapter's environment cell: what will happen and what to do."""
     info = info or environment()
     device = f"GPU ({info['gpu']})" if info["cuda"] else ("Apple MPS" if info["mps"] else "CPU")
-    preset = "gpu" if info["cuda"] else "cpu"
+    from . import smoke_mode
+
+    preset = "smoke" if smoke_mode() else ("gpu" if info["cuda"] else "cpu")
     assets = info["offline_assets"]
     if isinstance(assets, dict):
         missing = [k for k, v in assets.items() if not v]
