@@ -336,9 +336,8 @@ def source_only_step(model: nn.Module, batch: Any, ctx: _train.StepContext) -> d
     The baseline every adaptation method must beat. Accepts paired or plain batches.
     """
     xs, ys, _ = _unpack(batch)
-    logits = model(xs)
-    loss = F.cross_entropy(logits.float(), ys)
-    return {"loss": loss, "acc": (logits.argmax(-1) == ys).float().mean(), "n": torch.tensor(len(ys))}
+    loss, acc = _classify(model, model.features(xs), ys)  # model(x) is head(features(x))
+    return {"loss": loss, "acc": acc, "n": torch.tensor(len(ys))}
 
 
 def dann_step(lambda_max: float = 0.3, gamma: float = 10.0) -> StepFn:
