@@ -31,7 +31,7 @@ def test_feature_extraction_and_fine_tuning_rows_are_sane(result):
         assert 0.0 <= v[(method, "movies_acc")] <= 1.0, method
     assert v[("features", "extract_s")] > 0
     assert v[("finetune_all", "train_s")] > 0
-    for method in ("GloVe avg + MLP (ch1)", "frozen MiniLM + logreg", "fine-tuned MiniLM (all layers)"):
+    for method in ("GloVe avg + MLP (ch1)", "frozen MiniLM + logreg", "fine-tuned MiniLM (probe-init head)"):
         accs = values(result, method=method)
         assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs.values()), (method, accs)
     for domain in ("amazon", "tweets"):

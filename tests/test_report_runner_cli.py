@@ -91,6 +91,16 @@ def test_console_script_help_and_env():
     assert {"torch", "transformers", "gensim", "ipywidgets", "jupyterlab", "platform", "offline_assets"} <= set(info)
 
 
+def test_check_imports_no_heavy_library_just_to_print_versions():
+    # the environment cell runs first in every chapter kernel: importing torchvision, scikit-learn,
+    # gensim and jupyterlab there cost ~400 MB of a 2 GB Binder kernel
+    code = ("import sys, tlkit; line = tlkit.check(); "
+            "print(sorted(m for m in ('torchvision', 'sklearn', 'gensim', 'jupyterlab', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    assert "preset" in out
+
+
 def test_platform_detection(monkeypatch):
     monkeypatch.setenv("BINDER_SERVICE_HOST", "x")
     assert cli.platform_name() == "binder"

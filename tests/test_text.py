@@ -150,6 +150,23 @@ def test_linear_probe_on_separable_features():
     assert out == {"test_acc": 1.0, "test_bacc": 1.0}
 
 
+def test_probe_head_starts_the_classifier_at_the_probe_and_checks_shapes():
+    torch.manual_seed(0)
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    X = (rng.normal(size=(40, 32)) + 2 * y[:, None]).astype(np.float32)
+    out = text.probe_head(model, X, y)
+    assert out["train_acc"] == 1.0
+    with torch.no_grad():
+        logits = model.hf.classifier(torch.from_numpy(X))   # the head alone, on the probe's inputs
+    assert (logits.argmax(-1).numpy() == y).all()
+    with pytest.raises(ValueError, match="un-normalised mean-pooled"):
+        text.probe_head(model, X[:, :8], y)
+    with pytest.raises(ValueError, match="exactly 0..1"):
+        text.probe_head(model, X, y + 1)
+
+
 # --------------------------------------------------------------------------- models, groups, freezing
 def test_minilm_loads_offline_with_bert_groups(minilm):
     names = [g.name for g in surgery.layer_groups(minilm)]
@@ -227,6 +244,10 @@ def test_finetune_runner_runs_every_method(tok, tmp_path):
     assert set(feats) == {"acc", "bacc", "movies_acc", "movies_bacc"} and 0 <= feats["acc"] <= 1
     top = runner.run("finetune_top1", 4, seed=0)
     assert top["steps"] == 6 and runner.last_state.cfg.frozen == ("word_embeddings", "embeddings", "layer0")
+    probed = runner.run("finetune_top1", 4, seed=0, head_init="probe", min_steps=1, epochs=1)
+    assert 0 <= probed["acc"] <= 1 and runner.raw_features().shape == (24, 32)
+    with pytest.raises(ValueError, match="head_init"):
+        runner.run("finetune_top1", 4, head_init="glove")
     full = runner.run("finetune_all", 4, seed=1, eval_on=["movies"])
     assert runner.last_state.cfg.frozen == ("word_embeddings",) and 0 <= full["acc"] <= 1
     assert text.weight_change(runner.before(), runner.model)["layer1"] > 0  # trained...

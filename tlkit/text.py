@@ -509,9 +509,8 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_tests: Mapping[str,
 
     ``X_train (N, H)``; ``X_tests`` maps a name to ``(X (M, H), y (M,))``.
     """
-    from sklearn.linear_model import LogisticRegression
-
     from . import metrics
+    from .linear import LogisticRegression  # scikit-learn's objective, without its ~140 MB import
 
     clf = LogisticRegression(C=C, max_iter=2000)
     clf.fit(X_train, y_train)
@@ -524,6 +523,34 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_tests: Mapping[str,
 
 
 # --------------------------------------------------------------------------- training runs
+def probe_head(model: BertClassifier, features: np.ndarray, labels: np.ndarray, *, C: float = 1.0) -> dict[str, float]:
+    """Initialise the classifier layer with logistic regression on the encoder's frozen features
+    ("linear probe, then fine-tune", LP-FT; Kumar et al., ICLR 2022).
+
+    ``features (N, H)`` must be what the head sees: un-normalised mean-pooled states of the
+    *current* encoder (``embed(..., normalize=False)``). A random head sends large, random
+    gradients into the pretrained layers during the first steps and distorts the features
+    before the head is any good; a probed head starts at the frozen-feature accuracy, so
+    fine-tuning only has to improve on it. Returns the probe's training accuracy.
+    """
+    from .linear import LogisticRegression
+
+    labels = np.asarray(labels, dtype=np.int64)
+    lin = model.hf.classifier
+    if features.shape[1] != lin.in_features:
+        raise ValueError(f"features have {features.shape[1]} columns but the head takes {lin.in_features}: "
+                         "pass un-normalised mean-pooled encoder states")
+    clf = LogisticRegression(C=C).fit(features, labels)
+    if len(clf.classes_) != lin.out_features or not np.array_equal(clf.classes_, np.arange(lin.out_features)):
+        raise ValueError(f"the labels {clf.classes_.tolist()} must be exactly 0..{lin.out_features - 1} "
+                         f"(the head has {lin.out_features} outputs)")
+    w, b = clf.as_logits()
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w))
+        lin.bias.copy_(torch.from_numpy(b))
+    return {"train_acc": clf.score(features, labels)}
+
+
 def weight_change(before: Mapping[str, torch.Tensor], model: nn.Module, groups: Sequence[str] | None = None
                   ) -> dict[str, float]:
     """Largest absolute change per layer group since ``before`` (``train.clone_weights(model)``).
@@ -643,12 +670,21 @@ class FineTuneRunner:
         return self.cache.features(self.model, self.tokenizer, texts, model_name=self.model_name,
                                    max_length=self.max_length)
 
+    def raw_features(self) -> np.ndarray:
+        """Un-normalised pooled features of the training pool from the pretrained encoder (what a
+        head sees), cached: the input of ``probe_head``. Leaves the model at ``fresh_model(0)``."""
+        self.fresh_model(0)
+        return self.cache.features(self.model, self.tokenizer, self.train_texts, model_name=self.model_name,
+                                   max_length=self.max_length, normalize=False)
+
     def run(self, method: str, budget: int | None, seed: int = 0, *, eval_on: Sequence[str] | None = None,
             **recipe: Any) -> dict[str, float]:
         """Train and test one (method, budget labelled snippets per class, seed) run.
 
         ``eval_on`` limits the test sets (default: all; the first one gives ``acc``/``bacc``);
-        ``recipe`` overrides ``finetune_config`` arguments for this run.
+        ``recipe`` overrides ``finetune_config`` arguments for this run, plus ``head_init="probe"``
+        (start the head from logistic regression on the frozen features, ``probe_head``) and
+        ``probe_C`` (its regularisation).
         """
         from .data import budget_indices
         from .train import evaluate, fit
@@ -664,6 +700,11 @@ class FineTuneRunner:
             model = self.fresh_model(seed)
             k = model.num_layers if which == "all" else int(which.removeprefix("top"))
             opts = {**self.recipe, **recipe}
+            head_init = opts.pop("head_init", "random")
+            if head_init == "probe":
+                probe_head(model, self.raw_features()[idx], self.train_labels[idx], C=opts.pop("probe_C", 1.0))
+            elif head_init != "random":
+                raise ValueError(f"head_init must be 'random' or 'probe', got {head_init!r}")
             cfg = finetune_config(len(idx), train_last=k, model=model, seed=seed, **opts)
             dl = text_loader(self.train_ds.subset(idx), cfg.batch_size, shuffle=True, seed=seed,
                              pad_id=self.tokenizer.pad_token_id or 0)
@@ -682,4 +723,4 @@ class FineTuneRunner:
 __all__ = ["DEFAULT_MODEL", "model_path", "load_tokenizer", "encode", "BertClassifier", "load_classifier",
            "reset_head", "frozen_groups", "TokenDataset", "PadCollate", "BucketSampler", "text_loader",
            "padding_stats", "mean_pool", "embed", "cosine_matrix", "FeatureCache", "linear_probe",
-           "weight_change", "finetune_config", "FineTuneRunner", "tame_malloc", "release_memory"]
+           "weight_change", "probe_head", "finetune_config", "FineTuneRunner", "tame_malloc", "release_memory"]
