@@ -276,6 +276,26 @@ def test_glove_50_loads_as_keyed_vectors():
     assert len(small) == 1000 and np.array_equal(small["king"], kv["king"])
 
 
+def test_glove_50_without_gensim_has_the_same_rows():
+    import subprocess
+    import sys
+
+    light = assets.word_vectors("glove-50", limit=5000, gensim=False)
+    kv = assets.word_vectors("glove-50", limit=5000)
+    assert len(light) == 5000 and light.vector_size == 50 and "king" in light and "zzzqx" not in light
+    assert light.index_to_key == kv.index_to_key and np.array_equal(light.vectors, kv.vectors)
+    assert np.array_equal(light["king"], kv["king"])
+    with pytest.raises(KeyError, match="not in vocabulary"):
+        light["zzzqx"]
+    some = assets.word_vectors("glove-50", limit=5000, gensim=False, keep=["king", "the", "zzzqx", "queen"])
+    assert some.index_to_key == ["the", "king", "queen"]            # GloVe's order, unknown words dropped
+    assert np.array_equal(some["queen"], kv["queen"])
+    assert assets.word_vectors("glove-50", limit=5000, keep=["king", "the"]).index_to_key == ["the", "king"]
+    code = ("import sys; from tlkit import assets; assets.word_vectors('glove-50', limit=10, gensim=False); "
+            "print('gensim' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_minilm_loads_offline_with_transformers(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import torch

@@ -597,42 +597,103 @@ def find(name: str) -> tuple[Path | None, str]:
 # Typed loaders used by the chapters
 # ---------------------------------------------------------------------------------------------
 
-def word_vectors(name: str = "glove-50", *, limit: int | None = None) -> "KeyedVectors":
+class WordVectors:
+    """The part of gensim's ``KeyedVectors`` interface that a classifier needs, without gensim:
+    ``vectors (N, D)`` float32, ``index_to_key``, ``key_to_index``, ``vector_size``,
+    ``wv["word"]``, ``"word" in wv``, ``len(wv)``. Importing gensim costs a kernel ~70 MB;
+    chapter 2 only needs the rows, not ``most_similar`` (use ``gensim=True`` for that)."""
+
+    def __init__(self, index_to_key: list[str], vectors: "np.ndarray"):
+        import numpy as np
+
+        if len(index_to_key) != len(vectors):
+            raise ValueError(f"{len(index_to_key)} words but {len(vectors)} vectors")
+        self.index_to_key = list(index_to_key)
+        self.key_to_index = {w: i for i, w in enumerate(self.index_to_key)}
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vector_size = int(self.vectors.shape[1])
+
+    def __getitem__(self, word: str) -> "np.ndarray":
+        try:
+            return self.vectors[self.key_to_index[word]]
+        except KeyError:
+            raise KeyError(f"word {word!r} not in vocabulary") from None
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.key_to_index
+
+    def __len__(self) -> int:
+        return len(self.index_to_key)
+
+    def __repr__(self) -> str:
+        return f"WordVectors({len(self):,} words x {self.vector_size})"
+
+
+def word_vectors(name: str = "glove-50", *, limit: int | None = None, gensim: bool = True,
+                 keep: "Iterable[str] | None" = None):
     """Pretrained word vectors as a gensim ``KeyedVectors`` (``kv["king"]`` -> (D,) float32).
 
     ``glove-50`` (offline, 400k x 50) is built straight from the pip pack's ``.npy`` matrix and
     parquet word index (about 80 MB of vectors, ~1 s), without gensim's slow text parser.
     ``glove-100``/``glove-300`` come from gensim-data (online, cached in ``~/gensim-data``).
     ``limit`` keeps only the most frequent ``limit`` words (GloVe is sorted by frequency) to save memory.
+    ``gensim=False`` returns a light ``WordVectors`` (same rows and lookups, no ``most_similar``)
+    and, for ``glove-50``, never imports gensim. ``keep`` (a task's vocabulary) keeps only those
+    words, in GloVe's order; for ``glove-50`` the other 400k words never become Python strings.
     """
     _check_kind(name, "word_vectors")
     path = locate(name)
     import numpy as np
-    from gensim.models import KeyedVectors
 
     if name == "glove-50":
         import pyarrow.parquet as pq
 
         import pyarrow as pa
 
-        words = pq.read_table(path / "glove_6B_index.parquet", columns=["index"]).column(0).to_pylist()
-        pa.default_memory_pool().release_unused()  # hand arrow's ~20 MB of parse buffers back to the OS
+        column = pq.read_table(path / "glove_6B_index.parquet", columns=["index"]).column(0)
         # mmap then copy only the rows kept: with a limit we never read the whole matrix
         matrix = np.load(path / "glove_6B_50d_emb.npy", mmap_mode="r")
-        n = len(words) if limit is None else min(int(limit), len(words))
-        if matrix.shape[0] != len(words):
-            raise AssetError(f"glove-50 files disagree: {matrix.shape[0]} vectors vs {len(words)} words in {path}; "
+        if matrix.shape[0] != len(column):
+            raise AssetError(f"glove-50 files disagree: {matrix.shape[0]} vectors vs {len(column)} words in {path}; "
                              f"reinstall: {REGISTRY[name].fix()}")
+        n = len(column) if limit is None else min(int(limit), len(column))
+        if keep is not None:
+            import pyarrow.compute as pc
+
+            wanted = pa.array(sorted({str(w) for w in keep}), type=column.type)
+            rows = np.flatnonzero(pc.is_in(column.slice(0, n), value_set=wanted).to_numpy(zero_copy_only=False))
+            words = column.take(pa.array(rows)).to_pylist()
+            del column
+            pa.default_memory_pool().release_unused()
+            if not gensim:
+                return WordVectors(words, matrix[rows])
+            matrix, n = matrix[rows], len(words)
+        else:
+            words = column.slice(0, n).to_pylist()
+            del column
+            pa.default_memory_pool().release_unused()  # hand arrow's ~20 MB of parse buffers back to the OS
+        if not gensim:
+            return WordVectors(words[:n], matrix[:n])
+        from gensim.models import KeyedVectors
+
         kv = KeyedVectors(vector_size=matrix.shape[1], count=0, dtype=np.float32)
         kv.index_to_key = list(words[:n])
         kv.key_to_index = {w: i for i, w in enumerate(kv.index_to_key)}
         kv.vectors = np.ascontiguousarray(matrix[:n], dtype=np.float32)
         kv.norms = None
         return kv
+    from gensim.models import KeyedVectors
+
     try:
-        return KeyedVectors.load_word2vec_format(str(path), limit=limit)
+        kv = KeyedVectors.load_word2vec_format(str(path), limit=limit)
     except ValueError:  # some GloVe dumps have no word2vec header line
-        return KeyedVectors.load_word2vec_format(str(path), limit=limit, no_header=True)
+        kv = KeyedVectors.load_word2vec_format(str(path), limit=limit, no_header=True)
+    if keep is not None:
+        wanted = {str(w) for w in keep}
+        rows = [i for i, w in enumerate(kv.index_to_key) if w in wanted]
+        kv = WordVectors([kv.index_to_key[i] for i in rows], kv.vectors[rows])
+        return kv  # a subset: gensim's KeyedVectors would need rebuilding; WordVectors has the same rows
+    return kv if gensim else WordVectors(kv.index_to_key, kv.vectors)
 
 
 def text_model(name: str = "minilm-l6") -> str:
@@ -794,4 +855,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["AssetError", "Asset", "REGISTRY", "home", "offline", "download", "sha256_file", "get", "locate",
-           "find", "word_vectors", "text_model", "cnn_weights", "list_assets", "install", "verify", "cli"]
+           "find", "WordVectors", "word_vectors", "text_model", "cnn_weights", "list_assets", "install", "verify", "cli"]
