@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tlkit import links
+from tlkit import assets, links
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -86,6 +86,14 @@ def test_postbuild_installs_tlkit_and_offline_assets():
     post = (ROOT / "binder" / "postBuild").read_text()
     assert "pip install" in post and "-e ." in post and "tlkit assets install --all" in post
     assert os.access(ROOT / "binder" / "postBuild", os.X_OK)
+
+
+def test_binder_apt_txt_installs_the_debian_packages_the_offline_assets_use():
+    apt = {line.strip() for line in (ROOT / "binder" / "apt.txt").read_text().splitlines()
+           if line.strip() and not line.startswith("#")}
+    wanted = {src.apt for asset in assets.REGISTRY.values() for src in asset.sources
+              if isinstance(src, assets.SystemPath)}
+    assert wanted and wanted <= apt, f"binder/apt.txt lacks {sorted(wanted - apt)}"
 
 
 def test_readme_has_launch_links_built_from_one_repository_url():
