@@ -1,7 +1,6 @@
 """Chapter 4 executed top to bottom in smoke mode, with assertions on what it records."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,19 +9,6 @@ import pytest
 from tlkit.runner import run_notebook
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_domain_adaptation.ipynb"
-
-
-def test_notebook_04_is_committed_without_outputs():
-    nb = json.loads(NOTEBOOK.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-    # the parameters cell is found by its papermill tag (scripts/nbtool.py puts setup cells before it)
-    params = [c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" in c["metadata"].get("tags", [])]
-    assert len(params) == 1, "expected exactly one code cell tagged 'parameters'"
-    assert 'PRESET = "auto"' in "".join(params[0]["source"])
-    assert "tlkit.smoke_mode()" in "".join(params[0]["source"])
 
 
 @pytest.fixture(scope="module")
