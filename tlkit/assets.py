@@ -643,57 +643,57 @@ def word_vectors(name: str = "glove-50", *, limit: int | None = None, gensim: bo
     """
     _check_kind(name, "word_vectors")
     path = locate(name)
-    import numpy as np
-
     if name == "glove-50":
+        import numpy as np
         import pyarrow.parquet as pq
 
         import pyarrow as pa
 
         column = pq.read_table(path / "glove_6B_index.parquet", columns=["index"]).column(0)
-        # mmap then copy only the rows kept: with a limit we never read the whole matrix
+        # mmap then copy only the rows kept: with a limit or ``keep`` we never read the whole matrix
         matrix = np.load(path / "glove_6B_50d_emb.npy", mmap_mode="r")
         if matrix.shape[0] != len(column):
             raise AssetError(f"glove-50 files disagree: {matrix.shape[0]} vectors vs {len(column)} words in {path}; "
                              f"reinstall: {REGISTRY[name].fix()}")
-        n = len(column) if limit is None else min(int(limit), len(column))
-        if keep is not None:
+        head = column.slice(0, len(column) if limit is None else min(int(limit), len(column)))
+        if keep is None:
+            rows: slice | np.ndarray = slice(0, len(head))
+            words = head.to_pylist()
+        else:
             import pyarrow.compute as pc
 
             wanted = pa.array(sorted({str(w) for w in keep}), type=column.type)
-            rows = np.flatnonzero(pc.is_in(column.slice(0, n), value_set=wanted).to_numpy(zero_copy_only=False))
-            words = column.take(pa.array(rows)).to_pylist()
-            del column
-            pa.default_memory_pool().release_unused()
-            if not gensim:
-                return WordVectors(words, matrix[rows])
-            matrix, n = matrix[rows], len(words)
-        else:
-            words = column.slice(0, n).to_pylist()
-            del column
-            pa.default_memory_pool().release_unused()  # hand arrow's ~20 MB of parse buffers back to the OS
-        if not gensim:
-            return WordVectors(words[:n], matrix[:n])
-        from gensim.models import KeyedVectors
-
-        kv = KeyedVectors(vector_size=matrix.shape[1], count=0, dtype=np.float32)
-        kv.index_to_key = list(words[:n])
-        kv.key_to_index = {w: i for i, w in enumerate(kv.index_to_key)}
-        kv.vectors = np.ascontiguousarray(matrix[:n], dtype=np.float32)
-        kv.norms = None
-        return kv
+            rows = np.flatnonzero(pc.is_in(head, value_set=wanted).to_numpy(zero_copy_only=False))
+            words = head.take(pa.array(rows)).to_pylist()
+        del column, head
+        pa.default_memory_pool().release_unused()  # hand arrow's ~20 MB of parse buffers back to the OS
+        return _vectors(words, matrix[rows], gensim)
     from gensim.models import KeyedVectors
 
     try:
         kv = KeyedVectors.load_word2vec_format(str(path), limit=limit)
     except ValueError:  # some GloVe dumps have no word2vec header line
         kv = KeyedVectors.load_word2vec_format(str(path), limit=limit, no_header=True)
-    if keep is not None:
-        wanted = {str(w) for w in keep}
-        rows = [i for i, w in enumerate(kv.index_to_key) if w in wanted]
-        kv = WordVectors([kv.index_to_key[i] for i in rows], kv.vectors[rows])
-        return kv  # a subset: gensim's KeyedVectors would need rebuilding; WordVectors has the same rows
-    return kv if gensim else WordVectors(kv.index_to_key, kv.vectors)
+    if keep is None:
+        return kv if gensim else WordVectors(kv.index_to_key, kv.vectors)
+    wanted = {str(w) for w in keep}
+    rows = [i for i, w in enumerate(kv.index_to_key) if w in wanted]
+    return _vectors([kv.index_to_key[i] for i in rows], kv.vectors[rows], gensim)
+
+
+def _vectors(words: list[str], vectors, gensim: bool):
+    """``words`` and their ``vectors (N, D)`` as a gensim ``KeyedVectors`` or a light ``WordVectors``."""
+    if not gensim:
+        return WordVectors(words, vectors)
+    import numpy as np
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
+    kv.index_to_key = list(words)
+    kv.key_to_index = {w: i for i, w in enumerate(kv.index_to_key)}
+    kv.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    kv.norms = None
+    return kv
 
 
 def text_model(name: str = "minilm-l6") -> str:
