@@ -30,14 +30,8 @@ import time
 import numpy as np
 import torch
 
+from peaks import gpu_peak_tflops  # benchmarks/peaks.py, next to this script
 from tlkit import data, text, train
-
-# Dense peak TFLOPS by GPU name (bf16/fp16 tensor cores; fp32 without TF32), from vendor datasheets.
-GPU_PEAK_TFLOPS = [  # (substring of torch.cuda.get_device_name, bf16/fp16, fp32)
-    ("H200", 989.0, 67.0), ("H100 PCIe", 756.0, 51.0), ("H100", 989.0, 67.0), ("A100", 312.0, 19.5),
-    ("L40S", 362.0, 91.6), ("L4", 121.0, 30.3), ("A10", 125.0, 31.2), ("V100", 125.0, 15.7),
-    ("T4", 65.0, 8.1),
-]
 
 
 def cpu_peak_flops(threads: int) -> tuple[float, str]:
@@ -55,11 +49,10 @@ def cpu_peak_flops(threads: int) -> tuple[float, str]:
 
 def gpu_peak_flops(precision: str) -> tuple[float, str]:
     name = torch.cuda.get_device_name()
-    for key, half, single in GPU_PEAK_TFLOPS:
-        if key in name:
-            peak = half if precision in ("bf16", "fp16") else single
-            return peak * 1e12, f"{name}: {peak:.0f} TFLOPS dense {precision}"
-    raise SystemExit(f"unknown GPU {name!r}: pass --peak-tflops with its dense {precision} peak")
+    peak = gpu_peak_tflops(name, precision)
+    if peak is None:
+        raise SystemExit(f"unknown GPU {name!r}: pass --peak-tflops with its dense {precision} peak")
+    return peak * 1e12, f"{name}: {peak:.0f} TFLOPS dense {precision}"
 
 
 def build(name: str, device: torch.device) -> tuple[text.BertClassifier, str]:

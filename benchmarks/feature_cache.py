@@ -29,11 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from peaks import gpu_peak_tflops  # benchmarks/peaks.py, next to this script
 from tlkit import data, train, vision
-
-# Dense bf16/fp16 tensor-core peak TFLOPS by device name (vendor datasheets).
-GPU_PEAK_TFLOPS = [("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0),
-                   ("L4", 121.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0)]
 
 
 def _sync(device: torch.device) -> None:
@@ -137,10 +134,8 @@ def train_throughput(name: str, device: torch.device, size: int, batch_size: int
 
 def gpu_peak() -> tuple[float | None, str]:
     name = torch.cuda.get_device_name()
-    for key, peak in GPU_PEAK_TFLOPS:
-        if key in name:
-            return peak * 1e12, name
-    return None, name
+    peak = gpu_peak_tflops(name, "bf16")
+    return (peak * 1e12 if peak is not None else None), name
 
 
 def main(argv=None) -> None:
