@@ -178,6 +178,29 @@ def test_minilm_loads_offline_with_bert_groups(minilm):
     assert minilm(ids).shape == (1, 2)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_the_gpu_attention_mask_means_the_same_as_the_padding_mask(tok, pooling):
+    """On a GPU the classifier hands the encoder a 4-D boolean mask (no host sync); it must give
+    the very same outputs as the 2-D padding mask, and padding must still be masked."""
+    model = tiny_model(pooling=pooling).eval()
+    ds = text.TokenDataset.from_texts(tok, ["a good film", "a long, slow and rather boring film, sadly"], [1, 0], 32)
+    batch = next(iter(text.text_loader(ds, 2)))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert mask.min() == 0  # the batch has padding
+    mask4 = text.encoder_mask(model.hf, mask)
+    with torch.no_grad():
+        two_d = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        four_d = model.encoder(input_ids=ids, attention_mask=mask4).last_hidden_state
+        unmasked = model.encoder(input_ids=ids).last_hidden_state
+        logits = model.hf(input_ids=ids, attention_mask=mask4).logits
+    if mask4.dim() == 4:  # transformers >= 5 with SDPA attention
+        assert mask4.shape == (2, 1, 1, ids.shape[1]) and mask4.dtype == torch.bool
+    torch.testing.assert_close(four_d, two_d)
+    assert not torch.allclose(unmasked[0, :3], two_d[0, :3], atol=1e-4)  # the short text's padding is masked
+    if pooling == "cls":
+        torch.testing.assert_close(logits, model(ids, mask))
+
+
 def test_load_classifier_names_the_fix_when_a_model_is_missing(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(Exception) as info:
