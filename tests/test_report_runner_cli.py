@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,30 @@ def test_cli_run_writes_results_and_fails_loudly(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results[0]["chapter"] == "01_demo" and results[0]["method"] == "m" and "preset" in results[0]
     assert "01_demo" in captured.out and "ZeroDivisionError" in captured.err
+
+
+def test_preset_follows_tlkit_preset_and_cli_run_sets_it(tmp_path, monkeypatch, capsys):
+    import tlkit
+
+    monkeypatch.delenv("TLKIT_SMOKE", raising=False)
+    monkeypatch.setenv("TLKIT_PRESET", "gpu")
+    assert tlkit.resolve_preset("auto") == "gpu"      # a notebook's PRESET = "auto" follows the variable
+    assert tlkit.resolve_preset("cpu") == "cpu"       # an explicit PRESET wins
+    assert tlkit.resolve_preset("auto", smoke=True) == "smoke"
+    assert "preset 'gpu'" in cli.summary_line({"cuda": False, "mps": False, "offline_assets": {},
+                                               "ipywidgets": "8", "platform": "local"})  # what check() says
+    monkeypatch.setenv("TLKIT_PRESET", "fast")
+    with pytest.raises(ValueError, match="unknown TLKIT_PRESET 'fast'"):
+        tlkit.resolve_preset("auto")
+    monkeypatch.delenv("TLKIT_PRESET")
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    make_chapter(nbdir, "01_p", "import tlkit\nfrom tlkit import report\n"
+                               "report.record('m', 'preset_is_cpu', float(tlkit.resolve_preset('auto') == 'cpu'))")
+    assert cli.main(["run", "01", "--preset", "cpu", "--notebooks", str(nbdir), "--out", str(tmp_path / "o")]) == 0
+    assert "cpu preset" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "results.json").read_text())[0]["value"] == 1.0
+    assert "TLKIT_PRESET" not in os.environ           # the variable was only set for the kernel
 
 
 def test_cli_run_with_no_chapters_says_so(tmp_path, capsys):

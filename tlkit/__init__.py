@@ -21,13 +21,18 @@ def smoke_mode() -> bool:
 def resolve_preset(preset: str = "auto", smoke: bool | None = None) -> str:
     """Turn a notebook's ``PRESET`` into ``"smoke"``, ``"cpu"`` or ``"gpu"``.
 
-    ``"auto"`` picks ``"gpu"`` when CUDA is available and ``"cpu"`` otherwise;
-    smoke mode (argument or ``TLKIT_SMOKE``) wins over everything.
+    ``"auto"`` follows ``TLKIT_PRESET`` when that is set (``tlkit run --preset cpu`` sets it,
+    e.g. for a quick demo on a GPU with the CPU sizes), else picks ``"gpu"`` when CUDA is
+    available and ``"cpu"`` otherwise; smoke mode (argument or ``TLKIT_SMOKE``) wins over everything.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown PRESET {preset!r}; choose one of {', '.join(PRESETS)}")
     if smoke if smoke is not None else smoke_mode():
         return "smoke"
+    if preset == "auto":
+        preset = os.environ.get("TLKIT_PRESET", "").strip().lower() or "auto"
+        if preset not in PRESETS:
+            raise ValueError(f"unknown TLKIT_PRESET {preset!r}; choose one of {', '.join(PRESETS)} or unset it")
     if preset != "auto":
         return preset
     import torch

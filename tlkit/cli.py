@@ -75,9 +75,11 @@ def summary_line(info: dict | None = None) -> str:
     """One line for a chapter's environment cell: what will happen and what to do."""
     info = info or environment()
     device = f"GPU ({info['gpu']})" if info["cuda"] else ("Apple MPS" if info["mps"] else "CPU")
-    from . import smoke_mode
+    from . import PRESETS, smoke_mode
 
-    preset = "smoke" if smoke_mode() else ("gpu" if info["cuda"] else "cpu")
+    forced = os.environ.get("TLKIT_PRESET", "").strip().lower()
+    preset = ("smoke" if smoke_mode() else forced if forced in PRESETS and forced != "auto"
+              else "gpu" if info["cuda"] else "cpu")
     assets = info["offline_assets"]
     if isinstance(assets, dict):
         missing = [k for k, v in assets.items() if not v]
@@ -126,8 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
     for path in paths:
-        print(f"running {path.stem} ({'smoke' if args.smoke else 'full'}) ...", flush=True)
-        r = runner.run_notebook(path, smoke=args.smoke, out_dir=out, timeout=args.timeout)
+        print(f"running {path.stem} ({'smoke' if args.smoke else 'full'}"
+              f"{'' if args.smoke or args.preset == 'auto' else ', ' + args.preset + ' preset'}) ...", flush=True)
+        r = runner.run_notebook(path, smoke=args.smoke, out_dir=out, timeout=args.timeout,
+                                env={"TLKIT_PRESET": args.preset} if args.preset != "auto" else None)
         print(f"  {'ok' if r.ok else 'FAILED'} in {r.wall_s:.1f} s, {len(r.records)} results", flush=True)
         for rec in r.records:
             rec.setdefault("chapter", r.name)
@@ -180,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs", help="folder for executed notebooks and results.json (default: runs)")
     r.add_argument("--notebooks", help="folder holding the chapters (default: the repository's notebooks/)")
     r.add_argument("--timeout", type=int, default=1800, help="seconds a cell may run (default 1800)")
+    r.add_argument("--preset", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="sizes the chapters use (default auto: gpu when CUDA is available, else cpu)")
     r.set_defaults(func=cmd_run)
     a = sub.add_parser("assets", help="list, install or verify offline models and datasets", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
