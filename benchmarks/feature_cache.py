@@ -147,6 +147,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-steps", type=int, default=3)
     ap.add_argument("--gpu-size", type=int, default=224)
     ap.add_argument("--gpu-steps", type=int, default=30)
+    ap.add_argument("--gpu-batch", default="256", help="GPU batch size(s), comma-separated")
+    ap.add_argument("--gpu-models", default="mobilenet_v2,resnet50", help="models timed on the GPU, comma-separated")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd models on CUDA")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the GPU peak (bf16 dense)")
     ap.add_argument("--skip-cache", action="store_true")
@@ -165,12 +167,13 @@ def main(argv=None) -> None:
         peak = args.peak_tflops * 1e12 if args.peak_tflops else peak
         print(f"== fine-tuning throughput on {name} (peak {peak / 1e12 if peak else float('nan'):.0f} TFLOPS bf16 dense)")
         torch.backends.cudnn.benchmark = True
-        for name_, bs in (("mobilenet_v2", 256), ("resnet50", 256)):
-            for comp in ((False, True) if args.compile else (False,)):
-                ips, flops, _ = train_throughput(name_, torch.device("cuda"), args.gpu_size, bs, args.gpu_steps, comp)
-                if peak:
-                    print(f"   MFU = 3 x {flops / 1e9:.2f} GFLOPs x {ips:,.0f} img/s / {peak / 1e12:.0f} TFLOPS "
-                          f"= {3 * flops * ips / peak:.1%}")
+        runs = [(m, int(b), c) for m in args.gpu_models.split(",") for b in args.gpu_batch.split(",")
+                for c in ((False, True) if args.compile else (False,))]
+        for name_, bs, comp in runs:
+            ips, flops, _ = train_throughput(name_, torch.device("cuda"), args.gpu_size, bs, args.gpu_steps, comp)
+            if peak:
+                print(f"   MFU = 3 x {flops / 1e9:.2f} GFLOPs x {ips:,.0f} img/s / {peak / 1e12:.0f} TFLOPS "
+                      f"= {3 * flops * ips / peak:.1%}", flush=True)
     else:
         print("(no CUDA GPU: the AMP + channels_last + MFU part runs only on a GPU)")
 
