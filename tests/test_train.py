@@ -89,6 +89,21 @@ def test_optimizer_really_uses_group_lrs():
         assert torch.allclose(ref[name] - p.detach(), lr * grads[name], atol=1e-6), name
 
 
+def test_layer_groups_with_equal_settings_share_one_optimizer_group():
+    model = toy.MLP(bn=False)
+    groups = surgery.layer_groups(model)
+    pg = surgery.param_groups(groups, 0.01, 1.0, {"layer1": 0.001}, weight_decay=0.1)
+    merged = train.merge_param_groups(pg)
+    settings = {(g["lr"], g["weight_decay"]) for g in pg}
+    assert len(merged) == len(settings) < len(pg)
+    assert sum(len(g["params"]) for g in merged) == sum(len(g["params"]) for g in pg) == len(list(model.parameters()))
+    assert "head" in merged[-1]["name"] and merged[-1]["lr"] == 0.01  # the head's group stays last (logged "lr")
+    for g in merged:  # no parameter changed its settings
+        for p in g["params"]:
+            src = next(h for h in pg if any(p is q for q in h["params"]))
+            assert (src["lr"], src["weight_decay"]) == (g["lr"], g["weight_decay"])
+
+
 def test_stop_from_callback_ends_at_next_step_and_keeps_history():
     tr, va = loaders()
 

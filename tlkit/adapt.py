@@ -337,7 +337,7 @@ def source_only_step(model: nn.Module, batch: Any, ctx: _train.StepContext) -> d
     """
     xs, ys, _ = _unpack(batch)
     loss, acc = _classify(model, model.features(xs), ys)  # model(x) is head(features(x))
-    return {"loss": loss, "acc": acc, "n": torch.tensor(len(ys))}
+    return {"loss": loss, "acc": acc, "n": len(ys)}
 
 
 def dann_step(lambda_max: float = 0.3, gamma: float = 10.0) -> StepFn:
@@ -365,7 +365,7 @@ def dann_step(lambda_max: float = 0.3, gamma: float = 10.0) -> StepFn:
         # extractor's share is scaled (and reversed) by the GRL coefficient.
         domain_loss = F.binary_cross_entropy_with_logits(d_logits, d_true)
         domain_acc = ((d_logits > 0).float() == d_true).float().mean()
-        return {"loss": cls_loss + domain_loss, "acc": acc, "n": torch.tensor(len(ys)),
+        return {"loss": cls_loss + domain_loss, "acc": acc, "n": len(ys),
                 "cls_loss": cls_loss.detach(), "domain_loss": domain_loss.detach(),
                 "domain_acc": domain_acc, "lambda": torch.tensor(coeff)}
 
@@ -383,7 +383,7 @@ def _alignment_step(name: str, align: Callable[[torch.Tensor, torch.Tensor], tor
         cls_loss, acc = _classify(model, f_s, ys)
         w = dann_lambda(ctx.progress, weight) if ramp else float(weight)
         align_loss = align(f_s.float(), f_t.float())
-        return {"loss": cls_loss + w * align_loss, "acc": acc, "n": torch.tensor(len(ys)),
+        return {"loss": cls_loss + w * align_loss, "acc": acc, "n": len(ys),
                 "cls_loss": cls_loss.detach(), f"{name}_loss": align_loss.detach(), "lambda": torch.tensor(w)}
 
     step.__name__ = f"{name}_step(weight={weight})"
