@@ -201,6 +201,19 @@ def test_the_gpu_attention_mask_means_the_same_as_the_padding_mask(tok, pooling)
         torch.testing.assert_close(logits, model(ids, mask))
 
 
+def test_the_gpu_attention_mask_also_fits_distilbert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    hf = DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64)).eval()
+    ids = torch.randint(1000, 2000, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids, attention_mask=text.encoder_mask(hf, mask)).logits,
+                                   hf(input_ids=ids, attention_mask=mask).logits)
+
+
 def test_load_classifier_names_the_fix_when_a_model_is_missing(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(Exception) as info:

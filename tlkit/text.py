@@ -208,9 +208,10 @@ def encoder_mask(hf_model: nn.Module, attention_mask: torch.Tensor) -> torch.Ten
     batch 64, 45 ms per step either way). The 4-D mask means the same and skips that test.
     ``BertClassifier`` uses it off the CPU, where nothing waits.
     """
-    from transformers.models.bert import modeling_bert
+    import sys
 
-    if (attention_mask.dim() == 2 and hasattr(modeling_bert, "create_bidirectional_mask")
+    module = sys.modules.get(type(hf_model).__module__)  # modeling_bert, modeling_distilbert, ...
+    if (attention_mask.dim() == 2 and hasattr(module, "create_bidirectional_mask")
             and getattr(hf_model.config, "_attn_implementation", None) == "sdpa"):
         return attention_mask[:, None, None, :].bool()
     return attention_mask
