@@ -101,13 +101,28 @@ def non_embedding_params(model: text.BertClassifier) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in emb)
 
 
+def trainer(step_model, model, device, precision: str):
+    """A function that runs one training step (forward, backward, AdamW) of ``step_model`` on a
+    batch; the optimizer holds ``model``'s trainable parameters (fused on CUDA, as tlkit's is)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
+                            fused=device.type == "cuda" or None)
+    ctx = train.StepContext(device=device, state=train.State(cfg=train.TrainConfig()), cfg=train.TrainConfig())
+
+    def step(batch) -> None:
+        batch = train.to_device(batch, device)
+        with train.autocast(device, precision):
+            loss = train.supervised_step(step_model, batch, ctx)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def time_training(model, dl, device, precision: str, warmup: int, compile_model: bool = False) -> dict[str, float]:
     """Train over every batch of ``dl``; time all but the first ``warmup`` steps."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda" or None)
     model.to(device).train()
-    step_model = torch.compile(model, dynamic=True) if compile_model else model
-    ctx = train.StepContext(device=device, state=train.State(cfg=train.TrainConfig()), cfg=train.TrainConfig())
+    step = trainer(torch.compile(model, dynamic=True) if compile_model else model, model, device, precision)
     useful = total = samples = steps = 0
     t0 = None
     for i, batch in enumerate(dl):
@@ -120,12 +135,7 @@ def time_training(model, dl, device, precision: str, warmup: int, compile_model:
             total += batch["attention_mask"].numel()
             samples += len(batch["labels"])
             steps += 1
-        batch = train.to_device(batch, device)
-        with train.autocast(device, precision):
-            loss = train.supervised_step(step_model, batch, ctx)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
@@ -151,18 +161,7 @@ def profile_steps(model, dl, device, precision: str, steps: int = 6, warmup: int
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     batches = list(itertools.islice(itertools.cycle(dl), warmup + steps))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
-                            fused=device.type == "cuda" or None)
-    ctx = train.StepContext(device=device, state=train.State(cfg=train.TrainConfig()), cfg=train.TrainConfig())
-
-    def step(batch):
-        batch = train.to_device(batch, device)
-        with train.autocast(device, precision):
-            loss = train.supervised_step(model, batch, ctx)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    step = trainer(model, model, device, precision)
     for b in batches[:warmup]:
         step(b)
     with profile(activities=acts) as prof:
