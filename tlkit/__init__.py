@@ -18,12 +18,13 @@ def smoke_mode() -> bool:
     return os.environ.get("TLKIT_SMOKE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve_preset(preset: str = "auto", smoke: bool | None = None) -> str:
+def resolve_preset(preset: str = "auto", smoke: bool | None = None, cuda: bool | None = None) -> str:
     """Turn a notebook's ``PRESET`` into ``"smoke"``, ``"cpu"`` or ``"gpu"``.
 
     ``"auto"`` follows ``TLKIT_PRESET`` when that is set (``tlkit run --preset cpu`` sets it,
     e.g. for a quick demo on a GPU with the CPU sizes), else picks ``"gpu"`` when CUDA is
-    available and ``"cpu"`` otherwise; smoke mode (argument or ``TLKIT_SMOKE``) wins over everything.
+    available (``cuda``; default: ask torch) and ``"cpu"`` otherwise; smoke mode (argument or
+    ``TLKIT_SMOKE``) wins over everything.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown PRESET {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -35,9 +36,11 @@ def resolve_preset(preset: str = "auto", smoke: bool | None = None) -> str:
             raise ValueError(f"unknown TLKIT_PRESET {preset!r}; choose one of {', '.join(PRESETS)} or unset it")
     if preset != "auto":
         return preset
-    import torch
+    if cuda is None:
+        import torch
 
-    return "gpu" if torch.cuda.is_available() else "cpu"
+        cuda = torch.cuda.is_available()
+    return "gpu" if cuda else "cpu"
 
 
 def check() -> str:

@@ -75,11 +75,12 @@ def summary_line(info: dict | None = None) -> str:
     """One line for a chapter's environment cell: what will happen and what to do."""
     info = info or environment()
     device = f"GPU ({info['gpu']})" if info["cuda"] else ("Apple MPS" if info["mps"] else "CPU")
-    from . import PRESETS, smoke_mode
+    from . import resolve_preset
 
-    forced = os.environ.get("TLKIT_PRESET", "").strip().lower()
-    preset = ("smoke" if smoke_mode() else forced if forced in PRESETS and forced != "auto"
-              else "gpu" if info["cuda"] else "cpu")
+    try:
+        preset = resolve_preset("auto", cuda=info["cuda"])
+    except ValueError:  # a bad TLKIT_PRESET: the parameters cell reports it; this line just informs
+        preset = "gpu" if info["cuda"] else "cpu"
     assets = info["offline_assets"]
     if isinstance(assets, dict):
         missing = [k for k, v in assets.items() if not v]
