@@ -11,7 +11,7 @@ AdamW step), in one run:
 
 * ``fixed``:   every batch padded to ``--seq-len`` (128), batches in random order;
 * ``dynamic``: each batch padded only to its longest snippet, snippets bucketed by length
-  (``tlkit.text.text_loader``), truncated at ``--seq-len`` too.
+  (``tlkit.text.BucketSampler`` + ``PadCollate``), truncated at ``--seq-len`` too.
 
 MFU = 6 x non-embedding parameters x tokens / time / peak FLOPS of the device (the usual
 "6N" estimate of a training step; attention's extra FLOPs are not counted). It is reported on

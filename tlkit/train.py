@@ -283,8 +283,7 @@ def merge_param_groups(param_groups: Sequence[dict]) -> list[dict]:
     try:
         for g in param_groups:
             key = tuple(sorted((k, v) for k, v in g.items() if k not in ("params", "name")))
-            hash(key)
-            if key in merged:
+            if key in merged:  # hashing the key raises TypeError for an unhashable setting
                 m = merged.pop(key)
                 m["params"] = m["params"] + list(g["params"])
                 m["name"] = f"{m.get('name', '?')}+{g.get('name', '?')}"
