@@ -9,6 +9,17 @@ WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
 
 if [ ! -x "$VENV/bin/python" ]; then
+  # A fresh venv with PyTorch's CUDA wheel (what pip picks on Linux x86_64) takes ~7 GB,
+  # and pip needs room to unpack on top. Say so up front instead of dying halfway with ENOSPC.
+  need_gb="${TLKIT_SETUP_MIN_GB:-9}"
+  mkdir -p "$(dirname "$VENV")"
+  free_kb=$(df -Pk "$(dirname "$VENV")" | awk 'NR==2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+    echo "error: only $((free_kb / 1024)) MB free where the venv goes ($(dirname "$VENV")); a fresh" \
+         "install needs about $need_gb GB (PyTorch's CUDA wheel is most of it). Free some space" \
+         "or set TLKIT_VENV to a path on a bigger disk (TLKIT_SETUP_MIN_GB=0 skips this check)." >&2
+    exit 1
+  fi
   "$PYTHON" -m venv "$VENV"
 fi
 # shellcheck disable=SC1091
