@@ -322,10 +322,3 @@ def tiny_copy(word_weight):
     with torch.no_grad():
         m.encoder.embeddings.word_embeddings.weight.copy_(word_weight)
     return m
-
-
-def test_memory_helpers_are_safe_everywhere():
-    applied = text.tame_malloc()
-    assert isinstance(applied, bool)
-    assert applied == (text._glibc() is not None)
-    assert text.release_memory() >= 0
