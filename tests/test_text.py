@@ -310,6 +310,14 @@ def test_finetune_runner_keeps_no_copy_of_the_frozen_word_embeddings_but_notices
         word.add_(1.0)                         # e.g. a panel run with the matrix unfrozen
     runner.fresh_model(0)
     assert reloads == [1] and torch.equal(word.detach(), original)
+    # before(): no copy of the matrix either, yet weight_change still sees a write to it
+    before = runner.before()
+    assert before[runner._word_key].data_ptr() == word.data_ptr() and reloads == [1]
+    assert text.weight_change(before, runner.model)["word_embeddings"] == 0.0
+    with torch.no_grad():
+        word.add_(0.5)
+    assert text.weight_change(before, runner.model)["word_embeddings"] == pytest.approx(0.5)
+    assert reloads == [1, 1] and set(before) == set(runner.model.state_dict())
     runner.release()
     assert runner.pretrained is None
     with pytest.raises(RuntimeError, match="release"):

@@ -23,6 +23,7 @@ Imports ``transformers`` lazily, so ``import tlkit.text`` stays cheap.
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import hashlib
 import itertools
@@ -558,6 +559,29 @@ def finetune_config(n_train: int, *, batch_size: int = 16, lr: float = 2e-4, lr_
                        frozen=frozen, **kw)
 
 
+class _WeightSnapshot(collections.abc.Mapping):
+    """``FineTuneRunner.before()``: a read-only state dict whose one big frozen entry (``key``) is
+    the live tensor while its autograd version counter still reads ``version`` (unchanged, so
+    it is its own reference) and comes from ``reload()`` after anything wrote to it."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], key: str, live: torch.Tensor, version: int, reload):
+        self._tensors, self._key, self._live, self._version, self._reload = tensors, key, live, version, reload
+
+    def __getitem__(self, k: str) -> torch.Tensor:
+        if k != self._key:
+            return self._tensors[k]
+        if self._live._version == self._version:
+            return self._live.detach().cpu()
+        return self._reload()
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._tensors
+        yield self._key
+
+    def __len__(self) -> int:
+        return len(self._tensors) + 1
+
+
 @dataclass
 class FineTuneRunner:
     """One tokenised training pool and test sets, shared by every (method, budget, seed) run.
@@ -611,22 +635,28 @@ class FineTuneRunner:
         self.model.load_state_dict(self.pretrained, strict=False)
         word = self._word_embeddings()
         if word._version != self._word_version:  # someone trained the matrix: reload it from disk
-            original = load_classifier(self.model_name, pooling=self.pooling, seed=None)
             with torch.no_grad():
-                word.copy_(original.encoder.embeddings.word_embeddings.weight)
-            del original
+                word.copy_(self._pretrained_word_embeddings())
             release_memory()
             self._word_version = word._version
         reset_head(self.model, seed)
         return self.model
 
-    def before(self) -> dict[str, torch.Tensor]:
+    def before(self) -> Mapping[str, torch.Tensor]:
         """Reference weights for ``weight_change`` right after ``fresh_model``: the pretrained
-        encoder (shared, not copied), the word-embedding matrix (a copy: it is not in
-        ``pretrained``) and a copy of the freshly initialised head."""
+        encoder (shared, not copied), a copy of the freshly initialised head, and the word-embedding
+        matrix without a copy (47 MB for MiniLM, held through the whole run otherwise): while its
+        version counter has not moved it is its own reference; once something wrote to it, the
+        reference is reloaded from disk when asked for."""
         state = self.model.state_dict()
-        copies = {k: v.detach().cpu().clone() for k, v in state.items() if "classifier" in k or k == self._word_key}
-        return {**self.pretrained, **copies}
+        heads = {k: v.detach().cpu().clone() for k, v in state.items() if "classifier" in k}
+        word = self._word_embeddings()
+        return _WeightSnapshot({**self.pretrained, **heads}, self._word_key, word, word._version,
+                               lambda: self._pretrained_word_embeddings())
+
+    def _pretrained_word_embeddings(self) -> torch.Tensor:
+        original = load_classifier(self.model_name, pooling=self.pooling, seed=None)
+        return original.encoder.embeddings.word_embeddings.weight.detach().cpu()
 
     def release(self) -> None:
         """Drop the pretrained copy and the test loaders (the model itself stays where it is),
