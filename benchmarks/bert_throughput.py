@@ -107,13 +107,19 @@ def trainer(step_model, model, device, precision: str):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
                             fused=device.type == "cuda" or None)
     ctx = train.StepContext(device=device, state=train.State(cfg=train.TrainConfig()), cfg=train.TrainConfig())
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None  # T4-class GPUs, as fit() does
 
     def step(batch) -> None:
         batch = train.to_device(batch, device)
         with train.autocast(device, precision):
             loss = train.supervised_step(step_model, batch, ctx)["loss"]
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         opt.zero_grad(set_to_none=True)
 
     return step

@@ -277,10 +277,12 @@ def test_fine_tune_recipe():
 
 def test_precision_choice_on_cuda_devices(monkeypatch):
     cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers (emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (8, 0))
     assert train.pick_precision(cuda, "auto") == "bf16"      # A100/H100
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert train.pick_precision(cuda, "auto") == "fp16"      # T4 (Colab): fp16 with a grad scaler
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 5))
+    assert train.pick_precision(cuda, "auto") == "fp16"      # T4 (Colab): fp16 with a grad scaler, not emulated bf16
     assert train.pick_precision(cuda, "fp32") == "fp32"
     assert train.pick_precision(torch.device("cpu"), "bf16") == "fp32"
 

@@ -148,8 +148,18 @@ def pick_precision(device: torch.device, preference: str = "auto") -> str:
             return "fp32"  # mixed precision is a CUDA feature here; CPU autocast is slower than fp32
         return "fp32"
     if preference == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if native_bf16(device) else "fp16"
     return preference
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True on GPUs with bf16 tensor cores: NVIDIA Ampere (compute capability 8.0) and newer, or ROCm.
+
+    Not ``torch.cuda.is_bf16_supported()``: it answers True on a T4 (7.5, Colab's free GPU) too,
+    because bf16 runs there by emulation, much slower than fp16 on its tensor cores."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 _NO_AUTOCAST = contextlib.nullcontext()  # reusable: one object instead of a new one per step
