@@ -87,6 +87,9 @@ def test_preset_follows_tlkit_preset_and_cli_run_sets_it(tmp_path, monkeypatch, 
     assert tlkit.resolve_preset("auto", smoke=True) == "smoke"
     assert "preset 'gpu'" in cli.summary_line({"cuda": False, "mps": False, "offline_assets": {},
                                                "ipywidgets": "8", "platform": "local"})  # what check() says
+    t4 = cli.summary_line({"cuda": True, "gpu": "Tesla T4", "precision": "fp16", "mps": False, "offline_assets": {},
+                           "ipywidgets": "8", "platform": "colab"})
+    assert t4.startswith("GPU (Tesla T4, fp16 mixed precision) -> preset 'gpu'")
     monkeypatch.setenv("TLKIT_PRESET", "fast")
     with pytest.raises(ValueError, match="unknown TLKIT_PRESET 'fast'"):
         tlkit.resolve_preset("auto")
