@@ -318,6 +318,8 @@ def test_finetune_runner_keeps_no_copy_of_the_frozen_word_embeddings_but_notices
         word.add_(0.5)
     assert text.weight_change(before, runner.model)["word_embeddings"] == pytest.approx(0.5)
     assert reloads == [1, 1] and set(before) == set(runner.model.state_dict())
+    assert text.weight_change(before, runner.model)["word_embeddings"] == pytest.approx(0.5)
+    assert reloads == [1, 1]                   # read from disk once per snapshot, not per question
     runner.release()
     assert runner.pretrained is None
     with pytest.raises(RuntimeError, match="release"):

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import surgery
-from .memory import release_memory, tame_malloc  # re-exported: chapter 2 calls text.release_memory()
+from .memory import release_memory
 from .config import TrainConfig
 
 DEFAULT_MODEL = "minilm-l6"
@@ -566,13 +566,16 @@ class _WeightSnapshot(collections.abc.Mapping):
 
     def __init__(self, tensors: dict[str, torch.Tensor], key: str, live: torch.Tensor, version: int, reload):
         self._tensors, self._key, self._live, self._version, self._reload = tensors, key, live, version, reload
+        self._reloaded: torch.Tensor | None = None
 
     def __getitem__(self, k: str) -> torch.Tensor:
         if k != self._key:
             return self._tensors[k]
         if self._live._version == self._version:
             return self._live.detach().cpu()
-        return self._reload()
+        if self._reloaded is None:  # written to since: the pretrained matrix, read from disk once
+            self._reloaded = self._reload()
+        return self._reloaded
 
     def __iter__(self) -> Iterator[str]:
         yield from self._tensors
@@ -652,7 +655,7 @@ class FineTuneRunner:
         heads = {k: v.detach().cpu().clone() for k, v in state.items() if "classifier" in k}
         word = self._word_embeddings()
         return _WeightSnapshot({**self.pretrained, **heads}, self._word_key, word, word._version,
-                               lambda: self._pretrained_word_embeddings())
+                               self._pretrained_word_embeddings)
 
     def _pretrained_word_embeddings(self) -> torch.Tensor:
         original = load_classifier(self.model_name, pooling=self.pooling, seed=None)
@@ -725,4 +728,4 @@ class FineTuneRunner:
 __all__ = ["DEFAULT_MODEL", "model_path", "load_tokenizer", "encode", "BertClassifier", "load_classifier",
            "reset_head", "frozen_groups", "TokenDataset", "PadCollate", "BucketSampler", "text_loader",
            "padding_stats", "mean_pool", "embed", "cosine_matrix", "FeatureCache", "linear_probe",
-           "weight_change", "probe_head", "finetune_config", "FineTuneRunner", "tame_malloc", "release_memory"]
+           "weight_change", "probe_head", "finetune_config", "FineTuneRunner"]
