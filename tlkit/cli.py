@@ -47,11 +47,13 @@ def environment() -> dict:
     import torch
 
     from . import __version__
+    from .train import pick_precision
 
+    cuda = torch.cuda.is_available()
     info = {"tlkit": __version__, "python": platform.python_version(), "platform": platform_name(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "precision": _gpu_precision() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "cuda": cuda,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "precision": pick_precision(torch.device("cuda", 0)) if cuda else None,  # bf16, or fp16 on a T4
             "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
             "cpu_threads": torch.get_num_threads()}
     for name in ("torchvision", "transformers", "gensim", "ipywidgets", "jupyterlab", "sklearn", "matplotlib", "pandas"):
@@ -72,19 +74,12 @@ def _offline_assets() -> dict[str, bool] | str:
     return {str(r["name"]): bool(r["present"]) for _, r in table.iterrows()}
 
 
-def _gpu_precision() -> str:
-    """What training on this machine's first GPU runs in (``train.pick_precision``): bf16 or fp16."""
-    import torch
-
-    from .train import pick_precision
-
-    return pick_precision(torch.device("cuda", 0), "auto")
-
-
 def summary_line(info: dict | None = None) -> str:
     """One line for a chapter's environment cell: what will happen and what to do."""
     info = info or environment()
-    gpu = ", ".join(x for x in (info.get("gpu"), info.get("precision") and f"{info['precision']} mixed precision") if x)
+    gpu = info.get("gpu")
+    if info.get("precision"):
+        gpu = f"{gpu}, {info['precision']} mixed precision"
     device = f"GPU ({gpu})" if info["cuda"] else ("Apple MPS" if info["mps"] else "CPU")
     from . import resolve_preset
 
