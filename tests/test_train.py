@@ -268,13 +268,6 @@ def test_hf_style_dict_batches():
     assert state.status == "finished" and state.samples_seen == 128
 
 
-def test_fine_tune_recipe():
-    tr, va = loaders()
-    states = train.fine_tune(toy.MLP(), tr, va, TrainConfig(epochs=2, lr=1e-2), head_epochs=1)
-    assert len(states) == 2
-    assert states[0].trainable_params < states[1].trainable_params
-
-
 def test_precision_choice_on_cuda_devices(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.version, "hip", None)

@@ -526,26 +526,7 @@ def friendly_error(exc: BaseException) -> str:
     return text[:500]
 
 
-# --------------------------------------------------------------------------- recipes
-def fine_tune(model: nn.Module, train_dl, valid_dl, cfg: TrainConfig, *, head_epochs: int = 1,
-              lr_decay: float = 0.5, groups: Sequence[surgery.LayerGroup] | None = None,
-              **fit_kw) -> list[State]:
-    """fastai's ``fine_tune`` as a few composed lines: train the head with the body frozen,
-    then everything with lower LRs further from the head."""
-    groups = list(groups) if groups is not None else surgery.layer_groups(model)
-    import dataclasses
-
-    body = tuple(g.name for g in groups[:-1])
-    head = fit(model, train_dl, valid_dl, dataclasses.replace(cfg, epochs=head_epochs, frozen=body),
-               groups=groups, **fit_kw)
-    if head.status != "finished":
-        return [head]
-    full = fit(model, train_dl, valid_dl,
-               dataclasses.replace(cfg, frozen=(), lr=cfg.lr / 2, lr_decay=lr_decay, seed=None),
-               groups=groups, **fit_kw)
-    return [head, full]
-
-
+# fastai's two-phase ``fine_tune`` lives in ``tlkit.recipes`` with the other recipes.
 def clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the state dict (for Reset buttons and before/after comparisons)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -553,5 +534,5 @@ def clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 __all__ = ["Control", "State", "StepContext", "TrainingError", "Callback", "EVENTS", "fit", "evaluate",
            "predict", "supervised_step", "pick_device", "pick_precision", "autocast", "seed_everything",
-           "seed_worker", "loader", "to_device", "lr_factor", "fine_tune", "clone_weights", "friendly_error",
+           "seed_worker", "loader", "to_device", "lr_factor", "clone_weights", "friendly_error",
            "split_batch", "forward"]
