@@ -138,8 +138,8 @@ def test_click_train_runs_the_widget_settings_and_keeps_frozen_groups():
     assert run.state.status == "finished" and run.state.epoch == 3
     assert same(surgery.snapshot(p.groups, ["layer0", "layer1"]), frozen_before)
     assert not same(surgery.snapshot(p.groups, ["head"]), head_before)
-    board = p.runs
-    assert len(board) == 1 and board.loc[0, "trained_groups"] == "1/3" and board.loc[0, "lr"] == 0.01
+    board = p.board(full=True)
+    assert len(board) == 1 and board.loc[0, "trains"] == "head only" and board.loc[0, "lr"] == 0.01
     assert board.loc[0, "best_valid_acc"] == pytest.approx(max(r["valid_acc"] for r in run.state.history))
     assert bytes(p._plot.value)[:4] == bytes(p._board_plot.value)[:4] == b"\x89PNG"
     assert "finished" in p.message and "Run board" in p._board.value
@@ -151,7 +151,7 @@ def test_scripted_train_returns_state_and_board_gains_rows():
     s1 = p.train(block=True, train_last=1, label="head only")
     s2 = p.train(block=True, train_last=3, lr=1e-3, label="all")
     assert isinstance(s1, train.State) and s1.status == s2.status == "finished"
-    assert list(p.runs["label"]) == ["head only", "all"]
+    assert list(p.runs["name"]) == ["head only", "all"]
     assert s1.cfg.frozen == ("layer0", "layer1") and s2.cfg.frozen == () and s2.cfg.lr == 1e-3
     assert s1.trainable_params < s2.trainable_params
 
@@ -189,9 +189,9 @@ def test_settings_from_code_and_config_overrides():
 
 @pytest.mark.parametrize("setting, expected", [
     ({"lr": "abc"}, "not a number"),
-    ({"lr": "0"}, "lr must be > 0"),
-    ({"lr": "-1e-3"}, "lr must be > 0"),
-    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"lr": "0"}, "lr must be"),
+    ({"lr": "-1e-3"}, "lr must be"),
+    ({"epochs": 0}, "epochs must be"),
     ({"frozen": ("layer0", "layer1", "head")}, "nothing to train"),
 ])
 def test_bad_values_show_an_error_and_start_nothing(setting, expected):
@@ -290,7 +290,7 @@ def test_extras_reach_loaders_model_and_step_functions():
     assert calls["model"] == [16, 32] and calls["loaders"][-1] == (64, 256)
     assert calls["step"][-1] == ("smoothed", 0.5)
     assert p.model[0][0].out_features == 32 and s.steps_per_epoch == 4
-    board = p.runs
+    board = p.board(full=True)
     assert list(board["method"]) == ["plain", "plain", "smoothed"] and list(board["hidden"]) == [16, 16, 32]
     assert p.extras == {"n_train": 256, "hidden": 32, "method": "smoothed", "weight": 0.5}
 

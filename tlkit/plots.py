@@ -139,31 +139,68 @@ def canvas_png(fig) -> bytes:
     return buf.getvalue()
 
 
+#: Ten distinct colours; past ten runs the line style changes too (run i: colour i % 10, style i // 10).
+RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+              "#bcbd22", "#17becf")
+RUN_STYLES = ("-", "--", ":", "-.")
+
+
+def run_style(i: int) -> dict[str, Any]:
+    """Colour and line style of the ``i``-th run (0-based): 40 distinct combinations."""
+    return {"color": RUN_COLORS[i % len(RUN_COLORS)], "linestyle": RUN_STYLES[(i // len(RUN_COLORS)) % len(RUN_STYLES)]}
+
+
+def plain_text(*texts) -> None:
+    """Show these Text objects literally: a user's run name like ``$x`` or ``a_$b`` is not maths."""
+    for t in texts:
+        t.set_parse_math(False)
+
+
 def compare_runs(runs: Any, metric: str = "valid_acc", *, ax=None, title: str | None = None,
-                 highlight: str | None = None):
+                 highlight: str | None = None, bands: Any = None, outside: bool = True):
     """Every run's ``metric`` against epoch on one Axes, one labelled line per run.
 
     ``runs`` maps a run label to its history (``State.history`` rows or a
     DataFrame with an ``epoch`` column); runs without that metric are skipped.
-    ``highlight`` (a label) is drawn thicker, e.g. the best run. The panel's run
-    board uses this to compare "frozen vs fine-tuned vs scratch" at a glance.
+    ``highlight`` (a label) is drawn thicker, e.g. the best run. ``bands`` maps a
+    label to several histories (one per seed): drawn as their mean with a ±1 std
+    band. Each line has its own colour and, past ten, its own style; labels are
+    plain text (never parsed as maths, a leading ``_`` kept). With ``outside``
+    the legend sits to the right of the Axes, so it never covers the curves. The
+    panel's run board uses this to compare "frozen vs fine-tuned vs scratch".
     """
     import pandas as pd
 
     ax = _axes(ax)
-    drawn = 0
-    for i, (label, hist) in enumerate(dict(runs).items()):
-        df = hist if isinstance(hist, pd.DataFrame) else pd.DataFrame(list(hist))
-        if df.empty or metric not in df.columns or "epoch" not in df.columns:
+    handles, labels = [], []
+    items = [(label, [hist]) for label, hist in dict(runs).items()]
+    items += [(label, list(hists)) for label, hists in dict(bands or {}).items()]
+    for i, (label, hists) in enumerate(items):
+        frames = [h if isinstance(h, pd.DataFrame) else pd.DataFrame(list(h)) for h in hists]
+        frames = [df for df in frames if not df.empty and metric in df.columns and "epoch" in df.columns]
+        if not frames:
             continue
-        ax.plot(df["epoch"], df[metric], marker=".", label=str(label),
-                color=SERIES_COLORS[i % len(SERIES_COLORS)],
-                linewidth=2.6 if label == highlight else 1.4)
-        drawn += 1
+        style = run_style(i)
+        width = 2.6 if label == highlight else 1.4
+        if len(frames) == 1:
+            line, = ax.plot(frames[0]["epoch"], frames[0][metric], marker=".", linewidth=width, **style)
+        else:
+            n = min(len(df) for df in frames)
+            values = np.array([df[metric].to_numpy(float)[:n] for df in frames])
+            x = frames[0]["epoch"].to_numpy(float)[:n]
+            mean, sd = values.mean(0), values.std(0, ddof=1)
+            line, = ax.plot(x, mean, marker=".", linewidth=width, **style)
+            ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.18, linewidth=0)
+            label = f"{label} (mean ± std, {len(frames)} seeds)"
+        line.set_label(str(label))
+        handles.append(line)
+        labels.append(str(label))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or f"all runs: {metric.replace('_', ' ')}", fontsize=10)
     ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7, loc="best")
+    if handles:  # explicit handles and labels: a label starting with "_" is not dropped
+        kw = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0) if outside else dict(loc="best")
+        leg = ax.legend(handles, labels, fontsize=7, frameon=False, ncol=1 + len(handles) // 16, **kw)
+        plain_text(*leg.get_texts())
     return ax

@@ -1,8 +1,10 @@
-"""The training control panel: widgets that start, watch and stop real training.
+"""The training control panel: thin ipywidgets views over ``tlkit.runs.RunManager``.
 
 The only tlkit module that imports ipywidgets (core API shared by 7.7 and 8, no
 front-end extension): it works in JupyterLab, Notebook 7, VS Code and Colab.
-Widgets only gather values into a ``TrainConfig`` and call ``train.fit``.
+Everything a panel *knows* (settings, runs, names, seeds, the board's data,
+config strings, lifecycle) lives in ``runs.py`` and is tested without widgets;
+this module only draws it: the controls, the live plot and the run board.
 
 Quick start (a chapter's "control panel" section)::
 
@@ -11,147 +13,115 @@ Quick start (a chapter's "control panel" section)::
                        title="Fine-tune MobileNetV2")
     panel                                   # shows the panel; click Train
     state = panel.train(block=True, train_last=2, lr=3e-4)   # scripted ("Run all")
-    panel.runs                              # DataFrame: one row per run
+    panel.runs                              # the board as a DataFrame: one row per run
 
 Constructor ``TrainPanel(model=None, train_dl=None, valid_dl=None, *, groups=None,
 cfg=TrainConfig(), step=supervised_step, title="", model_fn=None, loaders_fn=None,
 step_fn=None, extras=None, metrics=("loss", "acc"), evaluate_fn=evaluate,
-callbacks=(), background=True)``:
+callbacks=(), background=True, key=None)``:
 
 - ``model`` / ``model_fn``: the model, or a factory ``model_fn(**extras) -> nn.Module``
   (called when ``model`` is None, and again when an extra it accepts changes).
   Reset restores the weights cloned when the model was built (pretrained ones).
+  Parameters frozen by hand (``requires_grad=False``) stay frozen in every run
+  unless their group is switched from frozen to trained.
 - ``train_dl, valid_dl`` / ``loaders_fn``: loaders, or ``loaders_fn(batch_size=...,
   **extras) -> (train_dl, valid_dl)``, called when batch size or an extra it accepts
   changes (without ``loaders_fn`` the batch size box is read-only). ``valid_dl``
   may be a dict ``{"source": dl, "target": dl}`` as in ``fit``.
 - ``groups``: layer groups (default ``surgery.layer_groups(model)``) or a callable
   ``model -> groups`` (use that with ``model_fn`` and custom groups).
-- ``cfg``: the starting settings; fields without a widget (schedule warmup,
-  max_steps, seed, monitor, eval_every, ...) are taken from it as they are.
+- ``cfg``: the starting settings (``cfg.frozen`` names must be groups of the model,
+  as in ``fit``); fields without a control (schedule warmup, max_steps, monitor,
+  eval_every, ...) are taken from it as they are.
 - ``step`` / ``step_fn``: a fixed step function, or ``step_fn(**extras) -> step``
   called at every Train (chapter 4 picks DANN/CORAL/source-only this way).
-- ``extras``: chapter-specific controls without importing ipywidgets, name -> spec:
-  ``(default, lo, hi[, step])`` slider (ints -> IntSlider), a list (or tuple of
-  strings) dropdown whose first item is the default, ``True/False`` checkbox, a
-  number or string box. Example: ``extras={"max_len": (64, 16, 256, 16),
-  "method": ["source_only", "dann", "coral"], "weight": 0.3}``.
-  Each of ``model_fn``, ``loaders_fn`` and ``step_fn`` receives the extras its
-  signature names (all of them if it takes ``**kwargs``), so
-  ``loaders_fn(batch_size, max_len)`` gets ``max_len`` only (so names must be
-  identifiers: ``lam``, not ``lambda``). Current values: ``panel.extras``.
-- ``metrics``: step-output keys plotted live (each plot shows train and every
-  validation set); ``callbacks`` are passed on to ``fit``.
+- ``extras``: chapter-specific controls, name -> spec: ``(default, lo, hi[, step])``
+  slider, a list (or tuple of strings) dropdown whose first item is the default,
+  ``True/False`` checkbox, a number or string box. Each of ``model_fn``,
+  ``loaders_fn`` and ``step_fn`` receives the extras its signature names.
+- ``metrics``: step-output keys plotted live; ``callbacks`` are passed on to ``fit``.
 - ``background=False`` runs clicks in the kernel thread (tests, headless).
+- ``key``: the panel's name in this kernel (default: the title). A new panel with
+  the same key (the cell ran again) stops the runs of the one it replaces.
 
-Controls: per-group freeze toggles and a "train last N groups" slider with a live
-trainable-parameter count; head LR (a text box: ``1e-3``) and an LR factor per
-group below the head (``cfg.lr_decay``); epochs; batch size; train BatchNorm;
-optimizer; schedule; "start from initial weights" (``fresh``, default on, so runs
-on the board are comparable; off continues from the current weights); run name;
-Train, Stop, Reset. Progress: step/epoch, elapsed, time left, samples/s, device
-and precision. A live PNG plot (loss and accuracy) and a run board (table plus
-every run's validation curves).
+Controls: per-group freeze toggles and a "train last N groups" slider (frozen
+groups computed by ``recipes.last_n``) with a live trainable-parameter count;
+head LR (a text box: ``1e-3``) and an LR factor per group below the head; epochs;
+batch size; seed; train BatchNorm; optimizer; schedule; "start from initial
+weights" (``fresh``, default on, so runs are comparable); run name; Train, Stop,
+Reset; "Repeat × k seeds". Progress: step/epoch, elapsed, time left, samples/s.
+A live PNG plot (loss, accuracy, gradient norm per layer group; >= 2 redraws a
+second) and a run board (results first, then what changed; every setting on
+demand; runs hidden/shown in the comparison plot; a config string per run).
 
 Scripted use:
 
 - ``panel.set(lr=3e-4, lr_decay=0.5, epochs=2, batch_size=64, train_last=2,
-  frozen=("stem",), train_bn=True, optimizer="sgd", schedule="linear",
-  fresh=False, label="partial", max_len=128, seed=1, ...)`` sets widgets (any other
-  ``TrainConfig`` field is kept as an override); unknown names raise ``KeyError``.
-- ``panel.config() -> TrainConfig`` (raises ``ConfigError`` on bad values).
-- ``panel.train(block=True, **settings) -> State``; ``block=False`` returns a
-  ``Run`` with ``.wait(timeout) -> State``, ``.stop()``, ``.running``, ``.state``.
-- ``panel.stop()``, ``panel.reset()``, ``panel.runs`` (DataFrame),
-  ``panel.history`` (list of ``Run``), ``panel.model`` (current model),
-  ``panel.message`` (the status line as text), ``panel.widget`` (root widget).
+  frozen=("stem",), train_bn=True, optimizer="sgd", schedule="linear", seed=1,
+  fresh=False, name="partial", max_len=128, ...)`` sets controls (any other
+  ``TrainConfig`` field is kept as an override); unknown names raise ``KeyError``,
+  a value a control cannot hold raises ``ConfigError`` naming the field.
+- ``panel.train(block=True, **settings) -> State``: controls given here stay set;
+  ``name`` and fields without a control (``max_steps=50``) apply to this run only.
+  ``block=False`` returns a ``Run`` with ``.wait(timeout)``, ``.stop()``, ``.state``.
+- ``panel.repeat(k=3)``: the current settings over k seeds; ``panel.seed_summary()``.
+- ``panel.runs`` / ``panel.board(full=True)`` (DataFrames), ``panel.to_csv()``,
+  ``panel.to_markdown()``, ``panel.config_string(run)``, ``panel.load(text)``,
+  ``panel.hide(2, 3)`` / ``panel.show(2)``, ``panel.stop()``, ``panel.reset()``,
+  ``panel.history`` (list of ``Run``), ``panel.model``, ``panel.message``, ``panel.widget``.
 
 Threading: a Train click starts ``fit(..., on_error="return")`` in a daemon
-thread so the kernel stays free to receive Stop; Stop sets
-``Control.should_stop`` and the run ends after the current step (plus the
-closing validation pass), keeping weights and history. The thread touches the UI
-only by setting widget traits (never print or ``with output:``, which vanish in
-JupyterLab). A Train click during a run is refused with a message; bad values
-(LR "abc" or <= 0, epochs 0) are reported in the panel and start nothing;
-errors, CUDA out-of-memory included, appear in the panel with what to do.
-``block=True`` trains in the calling (kernel) thread, so the Stop button cannot
-be heard: use the kernel's interrupt button; the run then ends "interrupted",
-weights and history kept.
-
-Drawing costs: progress updates at most 5x a second; plot redraws at most 2x a
-second and within ~2% of wall time (redraws blit the lines onto a cached
-background, ~10 ms); the final plot and run board cost ~0.15-0.3 s per run.
+thread so the kernel stays free to receive Stop; the thread touches the UI only
+by setting widget traits. The kernel's interrupt button stops a background run
+(``interrupted``, weights and history kept). ``block=True`` trains in the
+calling thread: use the interrupt button there too.
 """
 from __future__ import annotations
 
-import dataclasses
 import html
-import inspect
-import keyword
 import math
+import re
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import ipywidgets as W
 
-from . import plots, surgery, train
+from . import plots, runs, surgery, train
 from .config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
+from .runs import Run, accepted_kwargs, parse_extra  # noqa: F401 - re-exported for notebooks and tests
 
-# Settings with a widget of their own; everything else in TrainConfig is an override.
-PANEL_SETTINGS = ("lr", "lr_decay", "epochs", "batch_size", "train_bn", "optimizer", "schedule",
-                  "train_last", "frozen", "fresh", "label")
 PROGRESS_INTERVAL_S = 0.2   # progress label/bar refresh period
-PLOT_INTERVAL_S = 0.5       # fastest plot refresh
-PLOT_BUDGET = 0.02          # plot drawing may use at most this fraction of wall time
+PLOT_INTERVAL_S = 0.4       # live plot: at least 2 redraws a second...
+PLOT_BUDGET = 0.05          # ...using at most this share of wall time...
+PLOT_MAX_GAP_S = 1.0        # ...and never more than this apart (a slow redraw may take a bigger share)
 
 _WIDE = {"description_width": "initial"}
 
 
 # --------------------------------------------------------------------------- small helpers
 def extra_widget(name: str, spec: Any) -> W.ValueWidget:
-    """Turn one ``extras`` spec into a widget (see the module docstring for the forms)."""
-    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if not name.isidentifier() or keyword.iskeyword(name):
-        # extras reach model_fn / loaders_fn / step_fn as keyword arguments, matched by name
-        raise ValueError(f"extras name {name!r} cannot be a keyword argument; use a Python identifier "
-                         "such as 'lam' instead of 'lambda' or 'max_len' instead of 'max-len'")
-    if isinstance(spec, bool):
-        return W.Checkbox(value=spec, description=name, indent=False)
-    if isinstance(spec, list) or (isinstance(spec, tuple) and spec and all(isinstance(s, str) for s in spec)):
-        if not spec:
-            raise ValueError(f"extras[{name!r}] is an empty list; give the choices, first one is the default")
-        return W.Dropdown(options=list(spec), value=spec[0], description=name, style=_WIDE)
-    if isinstance(spec, tuple) and len(spec) in (3, 4) and all(is_num(v) for v in spec):
-        default, lo, hi = spec[:3]
-        if not lo <= default <= hi:
-            raise ValueError(f"extras[{name!r}] = {spec!r}: the default {default} is outside [{lo}, {hi}]; "
-                             "write (default, low, high[, step])")
-        if all(isinstance(v, int) for v in spec):
-            return W.IntSlider(value=default, min=lo, max=hi, step=spec[3] if len(spec) == 4 else 1,
-                               description=name, style=_WIDE, continuous_update=False)
-        step = spec[3] if len(spec) == 4 else (hi - lo) / 100
-        return W.FloatSlider(value=default, min=lo, max=hi, step=step, description=name, style=_WIDE,
+    """Turn one ``extras`` spec into a widget (see ``runs.parse_extra`` for the forms)."""
+    return _extra_widget(parse_extra(name, spec))
+
+
+def _extra_widget(e: runs.Extra) -> W.ValueWidget:
+    name = e.name
+    if e.kind == "checkbox":
+        return W.Checkbox(value=e.default, description=name, indent=False)
+    if e.kind == "dropdown":
+        return W.Dropdown(options=list(e.choices), value=e.default, description=name, style=_WIDE)
+    if e.kind == "slider":
+        if isinstance(e.default, int) and isinstance(e.lo, int) and isinstance(e.hi, int):
+            return W.IntSlider(value=e.default, min=e.lo, max=e.hi, step=int(e.step), description=name, style=_WIDE,
+                               continuous_update=False)
+        return W.FloatSlider(value=e.default, min=e.lo, max=e.hi, step=e.step, description=name, style=_WIDE,
                              continuous_update=False, readout_format=".3g")
-    if is_num(spec):
-        cls = W.IntText if isinstance(spec, int) else W.FloatText
-        return cls(value=spec, description=name, style=_WIDE, layout=W.Layout(width="170px"))
-    if isinstance(spec, str):
-        return W.Text(value=spec, description=name, style=_WIDE)
-    raise TypeError(f"extras[{name!r}] = {spec!r} is not a control spec; use (default, low, high[, step]) for a "
-                    "slider, a list of choices, True/False, a number or a string")
-
-
-def accepted_kwargs(fn: Callable, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``values`` that ``fn`` takes as keyword arguments (all with ``**kwargs``)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature: pass nothing extra
-        return {}
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return dict(values)
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return {k: v for k, v in values.items() if k in names}
+    if e.kind == "number":
+        cls = W.IntText if isinstance(e.default, int) else W.FloatText
+        return cls(value=e.default, description=name, style=_WIDE, layout=W.Layout(width="170px"))
+    return W.Text(value=e.default, description=name, style=_WIDE)
 
 
 def _clock(seconds: float) -> str:
@@ -160,76 +130,50 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if v == v else "–"
-    return str(v)
-
-
 class _Throttle:
-    """Allow an action at most every ``interval`` s and within ``budget`` of wall time."""
+    """Allow an action every ``interval`` s, within ``budget`` of wall time, and at least every ``max_gap`` s."""
 
-    def __init__(self, interval: float, budget: float = 1.0):
-        self.interval, self.budget, self.next = interval, budget, 0.0
+    def __init__(self, interval: float, budget: float = 1.0, max_gap: float = math.inf):
+        self.interval, self.budget, self.max_gap, self.next = interval, budget, max_gap, 0.0
 
     def ready(self, now: float) -> bool:
         return now >= self.next
 
     def spent(self, start: float, end: float) -> None:
-        self.next = end + max(self.interval, (end - start) / self.budget)
+        self.next = end + min(self.max_gap, max(self.interval, (end - start) / self.budget))
 
 
-# --------------------------------------------------------------------------- a run
-class Run:
-    """One training run started by the panel: wait for it, stop it, read its State."""
-
-    def __init__(self, number: int, label: str, cfg: TrainConfig, settings: dict[str, Any]):
-        self.number, self.label, self.cfg, self.settings = number, label, cfg, settings
-        self.control = train.Control()
-        self.state: train.State | None = None   # set at fit_start; final State when done
-        self._done = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return not self._done.is_set()
-
-    def stop(self) -> None:
-        """Ask the run to end after its current step."""
-        self.control.should_stop = True
-
-    def wait(self, timeout: float | None = None) -> train.State:
-        """Block until the run ends and return its State (``TimeoutError`` after ``timeout`` s)."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self.number} still going after {timeout} s; call run.stop() to end it")
-        assert self.state is not None
-        return self.state
-
-    def __repr__(self) -> str:
-        status = self.state.status if self.state else "starting"
-        return f"Run({self.number}, {self.label!r}, status={status!r})"
+def grad_norms(groups: Sequence[surgery.LayerGroup]) -> list[float]:
+    """L2 norm of the current gradients of each group (0 for a group without gradients: frozen)."""
+    out = []
+    for g in groups:
+        sq = [p.grad.detach().float().pow(2).sum() for p in g.parameters() if p.grad is not None]
+        out.append(float(sum(sq)) ** 0.5 if sq else 0.0)
+    return out
 
 
 # --------------------------------------------------------------------------- live plot
 class LivePlot:
-    """Train/validation curves updated in place and rendered to PNG, cheaply enough to redraw often.
+    """Train/validation curves and per-group gradient norms, updated in place and rendered to PNG.
 
-    One Axes per metric, each with the same series: ``train steps`` (sampled
-    step values, thin), ``train`` (epoch means) and every validation set. The
-    static parts (axes, ticks, labels, legend) are drawn once into a background
-    that is reused (matplotlib blitting): a redraw restores it, draws the lines
-    and encodes the PNG, ~10x cheaper than a full draw. Axis limits are fixed
-    (x: the planned epochs) and refitted, with a full draw, only when the data
-    leaves them or fills less than half of them.
+    One Axes per metric, each with the same series: ``train steps`` (step-level
+    values), ``train`` (means per evaluation) and every validation set, plus a
+    bar chart of the gradient norm of each layer group (frozen groups labelled
+    and empty). The static parts are drawn once into a background that is
+    reused (matplotlib blitting): a redraw restores it, draws the lines and bars
+    and encodes the PNG, ~10x cheaper than a full draw. Axis limits refit, with
+    a full draw, only when the data leaves them or fills less than half of them.
     """
 
-    def __init__(self, metrics: Sequence[str], valid_names: Sequence[str]):
+    def __init__(self, metrics: Sequence[str], valid_names: Sequence[str], group_names: Sequence[str] = ()):
         from matplotlib.lines import Line2D
 
         self.metrics, self.valid_names = tuple(metrics), tuple(valid_names)
+        self.group_names = tuple(group_names)
         self.series = ("train steps", "train", *self.valid_names)
-        self.fig = plots.agg_figure(len(self.metrics), width=4.4, height=3.0)
-        self.fig.subplots_adjust(top=0.78)  # room for the run's name and the legend
+        n = len(self.metrics) + (1 if self.group_names else 0)
+        self.fig = plots.agg_figure(n, width=3.6, height=3.0)
+        self.fig.subplots_adjust(top=0.78, wspace=0.36)  # room for the run's name and the legend
         self.axes = dict(zip(self.metrics, self.fig.axes))
         self.lock = threading.Lock()
         self.lines: dict[tuple[str, str], Any] = {}
@@ -244,15 +188,28 @@ class LivePlot:
             ax.set_title(f"{m.replace('_', ' ')}: train and validation", fontsize=10)
             for name in self.series:  # animated: left out of the background, drawn on top of it
                 self.lines[(m, name)], = ax.plot([], [], animated=True, label=name, **styles[name])
-        # one legend for all Axes, above them, so lines never hide it
-        self.fig.legend([Line2D([], [], **styles[n]) for n in self.series], self.series, loc="upper right",
-                        ncol=len(self.series), fontsize=8, frameon=False, bbox_to_anchor=(0.995, 1.0))
+        self.bars = []
+        self.grad_ax = self.fig.axes[-1] if self.group_names else None
+        if self.grad_ax is not None:
+            ax = self.grad_ax
+            y = range(len(self.group_names))
+            self.bars = list(ax.barh(list(y), [0.0] * len(self.group_names), color="#2ca02c", animated=True))
+            ax.set_yticks(list(y), list(self.group_names), fontsize=8)
+            ax.set_xlim(0, 1.05)
+            ax.set_xlabel("gradient norm / largest")
+            ax.set_title("gradient norm per group", fontsize=10)
+            self._grad_text = ax.text(1.0, -0.75, "", ha="right", va="center", fontsize=7, animated=True)
+        legend = self.fig.legend([Line2D([], [], **styles[n]) for n in self.series], self.series, loc="upper right",
+                                 ncol=len(self.series), fontsize=8, frameon=False, bbox_to_anchor=(0.995, 1.0))
+        plots.plain_text(*legend.get_texts())
         self._title = self.fig.text(0.01, 0.975, "", fontsize=10, va="top", ha="left")
+        plots.plain_text(self._title)  # a run name is the user's text, never maths
         self._background = None
+        self._grads: list[float] = []
         self.start("", 1.0)
 
-    def start(self, title: str, x_max: float) -> None:
-        """A new run: its name, the planned number of epochs (x range), empty lines."""
+    def start(self, title: str, x_max: float, frozen: Sequence[str] = ()) -> None:
+        """A new run: its name, the planned number of epochs (x range), empty lines, frozen groups."""
         with self.lock:
             self._title.set_text(title)
             for line in self.lines.values():
@@ -260,6 +217,14 @@ class LivePlot:
             for ax in self.axes.values():
                 ax.set_xlim(0, max(x_max, 1e-3) * 1.02)
                 ax.set_ylim(0, 1)
+            if self.grad_ax is not None:
+                labels = [f"{g} (frozen)" if g in set(frozen) else g for g in self.group_names]
+                self.grad_ax.set_yticks(range(len(labels)), labels, fontsize=8)
+                for t, g in zip(self.grad_ax.get_yticklabels(), self.group_names):
+                    t.set_color("#999999" if g in set(frozen) else "black")
+                for b in self.bars:
+                    b.set_width(0.0)
+            self._grads = []
             self._fitted: dict[str, tuple[float, float] | None] = {m: None for m in self.metrics}
             self._background = None
 
@@ -281,8 +246,9 @@ class LivePlot:
         below = lo - 0.25 * span
         return (max(0.0, below) if lo >= 0 else below), hi + 0.08 * span
 
-    def render(self, samples: Sequence[dict[str, float]], history: Sequence[dict[str, float]]) -> bytes:
-        """Update every line from step ``samples`` (epoch + metrics) and ``history`` rows; return PNG bytes."""
+    def render(self, samples: Sequence[dict[str, float]], history: Sequence[dict[str, float]],
+               grads: Sequence[float] | None = None) -> bytes:
+        """Update every line from step ``samples`` and ``history`` rows (and the gradient bars); return PNG."""
         with self.lock:
             full = self._background is None
             for m, ax in self.axes.items():
@@ -294,7 +260,7 @@ class LivePlot:
                         key = f"{name}_{m}"
                         pts = [(r["epoch"], r[key]) for r in history if r.get(key, math.nan) == r.get(key, math.nan)]
                     self.lines[(m, name)].set_data([p[0] for p in pts], [p[1] for p in pts])
-                    values += [p[1] for p in pts]
+                    values += [p[1] for p in pts if math.isfinite(p[1])]
                 if not values:
                     continue
                 lo, hi = self._wanted(m, min(values), max(values))
@@ -304,6 +270,12 @@ class LivePlot:
                     self._fitted[m] = (lo, hi)
                     ax.set_ylim(lo, hi)
                     full = True
+            if grads is not None and self.bars:
+                self._grads = list(grads)
+                top = max(self._grads) or 1.0
+                for b, g in zip(self.bars, self._grads):
+                    b.set_width(g / top if math.isfinite(g) else 0.0)
+                self._grad_text.set_text(f"largest {top:.2g}")
             canvas = self.fig.canvas
             if full:
                 canvas.draw()
@@ -312,12 +284,16 @@ class LivePlot:
                 canvas.restore_region(self._background)
             for (m, _), line in self.lines.items():
                 self.axes[m].draw_artist(line)
+            for b in self.bars:
+                self.grad_ax.draw_artist(b)
+            if self.bars:
+                self.grad_ax.draw_artist(self._grad_text)
             return plots.canvas_png(self.fig)
 
 
 # --------------------------------------------------------------------------- the panel
-class TrainPanel:
-    """Widgets that gather a ``TrainConfig`` and run ``train.fit``; see the module docstring."""
+class TrainPanel(runs.Listener):
+    """Widgets over a ``runs.RunManager``; see the module docstring."""
 
     def __init__(self, model=None, train_dl=None, valid_dl=None, *, groups=None,
                  cfg: TrainConfig = TrainConfig(), step: Callable = train.supervised_step, title: str = "",
@@ -325,135 +301,189 @@ class TrainPanel:
                  loaders_fn: Callable[..., tuple[Any, Any]] | None = None,
                  step_fn: Callable[..., Callable] | None = None, extras: Mapping[str, Any] | None = None,
                  metrics: Sequence[str] = ("loss", "acc"), evaluate_fn: Callable = train.evaluate,
-                 callbacks: Sequence[train.Callback] = (), background: bool = True):
-        if model is None and model_fn is None:
-            raise ValueError("TrainPanel needs a model or a model_fn(**extras) that builds one")
-        if train_dl is None and loaders_fn is None:
-            raise ValueError("TrainPanel needs train_dl (and valid_dl) or a loaders_fn(batch_size=...) "
-                             "that returns (train_dl, valid_dl)")
-        self.base_cfg = cfg
-        self.step, self.step_fn, self.model_fn, self.loaders_fn = step, step_fn, model_fn, loaders_fn
-        self.evaluate_fn, self.callbacks, self.background = evaluate_fn, tuple(callbacks), background
-        self.metrics, self.title = tuple(metrics), title
-        self._groups_arg = groups
-        self._overrides: dict[str, Any] = {}
-        self.history: list[Run] = []
-        self._current: Run | None = None
-        self._guard = False  # true while code syncs toggles <-> slider, to avoid observer loops
-
-        self._extra_w = {name: extra_widget(name, spec) for name, spec in (extras or {}).items()}
-        self.model = model
-        self._model_key = self._key(model_fn) if model_fn is not None else None
-        if self.model is None:
-            self.model = model_fn(**accepted_kwargs(model_fn, self.extras))
-        self._groups_for = self.model
-        self.groups = self._make_groups(self.model)
-        self._initial = train.clone_weights(self.model)
-        self.train_dl, self.valid_dl = train_dl, valid_dl
-        self._loaders_key = ((cfg.batch_size, self._key(loaders_fn)) if train_dl is not None and loaders_fn
-                             else None)
-        valid_names = (list(valid_dl) if isinstance(valid_dl, Mapping) else ["valid"]) if valid_dl is not None \
-            else ([] if loaders_fn is None else ["valid"])
-        self._valid_names = valid_names
-        self._build_widgets(cfg)
-        self._live = LivePlot(self.metrics, valid_names)
-        self._board_fig = plots.agg_figure(1, width=8.8, height=3.0)  # as wide as the live plot
-        self._samples: list[dict[str, float]] = []
+                 callbacks: Sequence[train.Callback] = (), background: bool = True, key: str | None = None):
+        self.title, self.metrics, self.background = title, tuple(metrics), background
+        self._guard = False          # true while code pushes values into widgets (no observer echo)
+        self._status_lock = threading.Lock()
+        self._widgets_ready = False
+        self.manager = runs.RunManager(model, train_dl, valid_dl, groups=groups, cfg=cfg, step=step,
+                                       model_fn=model_fn, loaders_fn=loaders_fn, step_fn=step_fn, extras=extras,
+                                       evaluate_fn=evaluate_fn, callbacks=callbacks, listener=self, key=None)
+        self._build_widgets()
+        self._widgets_ready = True
+        self._live = LivePlot(self.metrics, self.manager.valid_names, surgery.group_names(self.groups))
+        self._board_fig = plots.agg_figure(1, width=8.8, height=3.2)
+        self._board_fig.subplots_adjust(right=0.66)  # the legend sits to the right of the curves
         self._progress_next = 0.0
-        self._plot_throttle = _Throttle(PLOT_INTERVAL_S, PLOT_BUDGET)
+        self._plot_throttle = _Throttle(PLOT_INTERVAL_S, PLOT_BUDGET, PLOT_MAX_GAP_S)
+        self.redraws: list[float] = []   # times of the current run's live-plot redraws
+        self.refresh_rate = 0.0          # redraws per second during the last run
         self._show_idle()
+        self.settings_changed()
+        # last: a panel re-created with the same key stops the old panel's runs
+        self.manager.key = key if key is not None else (title or "tlkit-panel")
+        runs._register(self.manager.key, self.manager)
+
+    # ------------------------------------------------------------------ manager passthroughs
+    model = property(lambda self: self.manager.model)
+    groups = property(lambda self: self.manager.groups)
+    base_cfg = property(lambda self: self.manager.base_cfg)
+    history = property(lambda self: self.manager.runs, doc="Every run that ended (list of ``Run``).")
+    extras = property(lambda self: self.manager.extras, doc="Current values of the chapter controls.")
+    running = property(lambda self: self.manager.running)
+    _current = property(lambda self: self.manager.current)
+    step = property(lambda self: self.manager.step, lambda self, v: setattr(self.manager, "step", v))
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """Names of the groups the next run freezes."""
+        return tuple(self.manager.values["frozen"])
+
+    @property
+    def runs(self):
+        """The run board as a DataFrame (results first, then what changed); ``board(full=True)`` for all."""
+        return self.manager.board()
+
+    def board(self, full: bool = False):
+        return self.manager.board(full)
+
+    def seed_summary(self):
+        return self.manager.seed_summary()
+
+    def to_csv(self, path: str | None = None, full: bool = True):
+        return self.manager.to_csv(path, full)
+
+    def to_markdown(self, full: bool = False) -> str:
+        return self.manager.to_markdown(full)
+
+    def config_string(self, run: Run | int) -> str:
+        return self.manager.config_string(run)
+
+    def config(self) -> TrainConfig:
+        """The ``TrainConfig`` the next run will use; ``ConfigError`` names what is wrong."""
+        return self.manager.config()
+
+    def values(self) -> dict[str, Any]:
+        """Every setting as the controls show it, plus overrides."""
+        return {**self.manager.values, "train_last": self._trailing(), **self.manager.overrides}
 
     # ------------------------------------------------------------------ widgets
-    def _build_widgets(self, cfg: TrainConfig) -> None:
-        n = len(self.groups)
-        frozen = set(cfg.frozen) if cfg.frozen is not None else {g.name for g in self.groups if g.frozen}
-        self._toggles = [W.ToggleButton(value=g.name not in frozen, description=g.name,
-                                        tooltip=f"{g.name}: {g.n_params:,} parameters; pressed = trained",
+    def _build_widgets(self) -> None:
+        m, v = self.manager, self.manager.values
+        self._toggles = [W.ToggleButton(value=g.name not in set(v["frozen"]), description=g.name,
                                         layout=W.Layout(width="auto")) for g in self.groups]
         for t in self._toggles:
             t.observe(self._on_toggle, "value")
-        self._train_last = W.IntSlider(value=max(1, self._trailing()), min=1, max=n, description="train last",
-                                       style=_WIDE, continuous_update=False,
+        self._train_last = W.IntSlider(value=max(1, self._trailing()), min=1, max=len(self.groups),
+                                       description="train last", style=_WIDE, continuous_update=False,
                                        layout=W.Layout(width="260px"))
         self._train_last.observe(self._on_slider, "value")
         self._params = W.HTML()
-        self._lr = W.Text(value=f"{cfg.lr:g}", description="head LR", style=_WIDE, layout=W.Layout(width="170px"),
-                          placeholder="e.g. 1e-3")
-        self._lr_decay = W.FloatSlider(value=cfg.lr_decay, min=0.01, max=1.0, step=0.01, description="LR × per group",
-                                       style=_WIDE, readout_format=".2f", continuous_update=False,
-                                       layout=W.Layout(width="300px"))
-        self._epochs = W.IntText(value=cfg.epochs, description="epochs", style=_WIDE, layout=W.Layout(width="130px"))
-        self._batch = W.IntText(value=cfg.batch_size, description="batch size", style=_WIDE,
-                                layout=W.Layout(width="150px"), disabled=self.loaders_fn is None)
-        self._train_bn = W.Checkbox(value=cfg.train_bn, description="train BatchNorm", indent=False,
-                                    layout=W.Layout(width="150px"))
-        self._optimizer = W.Dropdown(options=list(OPTIMIZERS), value=cfg.optimizer, description="optimizer",
-                                     style=_WIDE, layout=W.Layout(width="170px"))
-        self._schedule = W.Dropdown(options=list(SCHEDULES), value=cfg.schedule, description="schedule",
-                                    style=_WIDE, layout=W.Layout(width="210px"))
-        self._fresh = W.Checkbox(value=True, description="start from initial weights", indent=False,
-                                 layout=W.Layout(width="210px"))
-        self._label = W.Text(value="", placeholder="run name (optional)", layout=W.Layout(width="180px"))
-        for w in (self._lr, self._lr_decay):
-            w.observe(lambda _: self._update_counts(), "value")
+        lo, hi = runs.LR_DECAY_RANGE
+        # one place per control: setting name -> widget; observers copy values into the manager
+        self._controls: dict[str, W.ValueWidget] = {
+            "lr": W.Text(value=f"{v['lr']:g}", description="head LR", style=_WIDE, layout=W.Layout(width="170px"),
+                         placeholder="e.g. 1e-3"),
+            "lr_decay": W.FloatSlider(value=v["lr_decay"], min=lo, max=hi, step=0.01, description="LR × per group",
+                                      style=_WIDE, readout_format=".2f", continuous_update=False,
+                                      layout=W.Layout(width="300px")),
+            "epochs": W.IntText(value=v["epochs"], description="epochs", style=_WIDE, layout=W.Layout(width="130px")),
+            "batch_size": W.IntText(value=v["batch_size"], description="batch size", style=_WIDE,
+                                    layout=W.Layout(width="150px"), disabled=m.loaders_fn is None),
+            "seed": W.IntText(value=v["seed"], description="seed", style=_WIDE, layout=W.Layout(width="120px")),
+            "optimizer": W.Dropdown(options=list(OPTIMIZERS), value=v["optimizer"], description="optimizer",
+                                    style=_WIDE, layout=W.Layout(width="170px")),
+            "schedule": W.Dropdown(options=list(SCHEDULES), value=v["schedule"], description="schedule",
+                                   style=_WIDE, layout=W.Layout(width="210px")),
+            "train_bn": W.Checkbox(value=v["train_bn"], description="train BatchNorm", indent=False,
+                                   layout=W.Layout(width="150px")),
+            "fresh": W.Checkbox(value=v["fresh"], description="start from initial weights", indent=False,
+                                layout=W.Layout(width="210px")),
+            "name": W.Text(value="", placeholder="run name (optional)", layout=W.Layout(width="180px")),
+            **{name: _extra_widget(e) for name, e in m.extra_specs.items()},
+        }
+        for key, w in self._controls.items():
+            w.observe(lambda change, key=key: self._on_control(key, change["new"]), "value")
+        self._lr, self._lr_decay, self._epochs = (self._controls[k] for k in ("lr", "lr_decay", "epochs"))
+        self._batch, self._label = self._controls["batch_size"], self._controls["name"]
 
-        self._train_btn = W.Button(description="Train", button_style="primary", icon="play")
-        self._stop_btn = W.Button(description="Stop", button_style="warning", icon="stop")
-        self._reset_btn = W.Button(description="Reset", icon="undo", tooltip="back to the initial (pretrained) weights")
-        self._train_btn.on_click(lambda _: self._click_train())
+        button = lambda text, style, icon, fn, tip="": W.Button(  # noqa: E731
+            description=text, button_style=style, icon=icon, tooltip=tip)
+        self._train_btn = button("Train", "primary", "play", None)
+        self._stop_btn = button("Stop", "warning", "stop", None)
+        self._reset_btn = button("Reset", "", "undo", None, "back to the initial (pretrained) weights")
+        self._repeat_btn = button("Repeat", "info", "repeat", None, "train the current settings once per seed")
+        self._k = W.BoundedIntText(value=3, min=2, max=50, description="× seeds", style=_WIDE,
+                                   layout=W.Layout(width="120px"))
+        self._train_btn.on_click(lambda _: self._click(lambda: self.manager.start(block=not self.background)))
         self._stop_btn.on_click(lambda _: self.stop())
-        self._reset_btn.on_click(lambda _: self._click_reset())
+        self._reset_btn.on_click(lambda _: self._click(self.manager.reset))
+        self._repeat_btn.on_click(lambda _: self._click(lambda: self.repeat(self._k.value, block=not self.background)))
         self._status = W.HTML(value="")
         self._bar = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="260px"))
         self._progress = W.HTML()
+        self._overrides = W.HTML()
         self._plot = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self._plot.layout.display = "none"  # an empty Image shows a broken-image icon
-        self._board = W.HTML()
+        self._board = W.HTML(layout=W.Layout(width="100%"))
+        self._full = W.Checkbox(value=False, description="all settings", indent=False, layout=W.Layout(width="120px"))
+        self._full.observe(lambda _: self._draw_board(), "value")
+        self._shown = W.SelectMultiple(options=[], value=[], description="plot runs", rows=4, style=_WIDE,
+                                       layout=W.Layout(width="260px"))
+        self._shown.observe(self._on_shown, "value")
+        self._load_text = W.Text(placeholder="paste a run's config string (tlkit-run:...)",
+                                 layout=W.Layout(width="330px"))
+        self._load_btn = button("Load", "", "upload", None, "set every control to that run's settings")
+        self._load_btn.on_click(lambda _: self._click(lambda: self.load(self._load_text.value)))
         self._board_plot = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self._board_plot.layout.display = "none"
+        self._board_tools = W.HBox([self._full, self._shown, self._load_text, self._load_btn],
+                                   layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        self._board_tools.layout.display = "none"
 
         header = W.HTML(f"<b style='font-size:1.1em'>{html.escape(self.title or 'Training control panel')}</b>")
-        groups_row = W.HBox([W.HTML("layer groups (pressed = trained):"), *self._toggles],
-                            layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        rows = [header, groups_row, W.HBox([self._train_last, self._params], layout=W.Layout(align_items="center")),
-                W.HBox([self._lr, self._lr_decay, self._epochs, self._batch],
+        c = self._controls
+        rows = [header,
+                W.HBox([W.HTML("layer groups (pressed = trained):"), *self._toggles],
+                       layout=W.Layout(flex_flow="row wrap", align_items="center")),
+                W.HBox([self._train_last, self._params], layout=W.Layout(align_items="center", flex_flow="row wrap")),
+                W.HBox([c["lr"], c["lr_decay"], c["epochs"], c["batch_size"], c["seed"]],
                        layout=W.Layout(flex_flow="row wrap")),
-                W.HBox([self._optimizer, self._schedule, self._train_bn, self._fresh],
+                W.HBox([c["optimizer"], c["schedule"], c["train_bn"], c["fresh"]],
                        layout=W.Layout(flex_flow="row wrap", align_items="center"))]
-        if self._extra_w:
-            rows.append(W.HBox([W.HTML("chapter settings:"), *self._extra_w.values()],
+        if m.extra_specs:
+            rows.append(W.HBox([W.HTML("chapter settings:"), *(c[n] for n in m.extra_specs)],
                                layout=W.Layout(flex_flow="row wrap", align_items="center")))
-        rows += [W.HBox([self._train_btn, self._stop_btn, self._reset_btn, self._label],
-                        layout=W.Layout(align_items="center")),
+        rows += [self._overrides,
+                 W.HBox([self._train_btn, self._stop_btn, self._reset_btn, c["name"], self._repeat_btn, self._k],
+                        layout=W.Layout(align_items="center", flex_flow="row wrap")),
                  self._status, W.HBox([self._bar, self._progress], layout=W.Layout(align_items="center")),
-                 self._plot, self._board, self._board_plot]
-        self.widget = W.VBox(rows, layout=W.Layout(border="1px solid rgba(128,128,128,0.4)", padding="6px"))
+                 self._plot, self._board, self._board_tools, self._board_plot]
+        # the panel never grows wider than the notebook: wide content scrolls inside itself
+        self.widget = W.VBox(rows, layout=W.Layout(border="1px solid rgba(128,128,128,0.4)", padding="6px",
+                                                   width="100%", max_width="100%"))
         self.widget.add_class("tlkit-panel")
-        self._update_counts()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
         display(self.widget)
 
-    # ------------------------------------------------------------------ groups
-    def _make_groups(self, model) -> list[surgery.LayerGroup]:
-        """Groups for ``model``: the callable or list given to the panel, else ``surgery.layer_groups``.
-
-        A list describes the model passed to the constructor only; a model that
-        ``model_fn`` rebuilds gets its groups from the callable or from the table.
-        """
-        if callable(self._groups_arg):
-            return list(self._groups_arg(model))
-        if self._groups_arg is not None and model is self._groups_for:
-            return list(self._groups_arg)
-        return surgery.layer_groups(model)
+    # ------------------------------------------------------------------ controls <-> manager
+    def _on_control(self, key: str, value: Any) -> None:
+        if self._guard:
+            return
+        try:
+            self.manager.set(**{key: value})
+        except (ConfigError, ValueError) as exc:
+            self.say(str(exc), "error")
 
     def _trailing(self) -> int:
         """How many groups at the end are trained, counting back until the first frozen one."""
+        frozen = set(self.manager.values["frozen"])
         n = 0
-        for t in reversed(self._toggles):
-            if not t.value:
+        for g in reversed(self.groups):
+            if g.name in frozen:
                 break
             n += 1
         return n
@@ -461,270 +491,135 @@ class TrainPanel:
     def _on_toggle(self, change) -> None:
         if self._guard:
             return
-        self._guard = True
-        try:
-            self._train_last.value = max(1, self._trailing())
-        finally:
-            self._guard = False
-        self._update_counts()
+        self.manager.set_frozen([g.name for g, t in zip(self.groups, self._toggles) if not t.value])
 
     def _on_slider(self, change) -> None:
         if self._guard:
             return
+        self.manager.set(train_last=change["new"])
+
+    def settings_changed(self) -> None:
+        """Push the manager's values into the widgets (no echo), recount trainable parameters."""
+        if not self._widgets_ready:
+            return
+        m, v = self.manager, self.manager.values
         self._guard = True
         try:
-            n = len(self._toggles)
-            for i, t in enumerate(self._toggles):
-                t.value = i >= n - change["new"]
+            for key, w in self._controls.items():
+                value = f"{v[key]:g}" if key == "lr" and not isinstance(v[key], str) else v[key]
+                if w.value != value:
+                    w.value = value
+            frozen = set(v["frozen"])
+            for g, t in zip(self.groups, self._toggles):
+                t.value = g.name not in frozen
+            self._train_last.value = max(1, self._trailing())
         finally:
             self._guard = False
-        self._update_counts()
-
-    @property
-    def frozen(self) -> tuple[str, ...]:
-        """Names of the groups the next run freezes (toggles that are not pressed)."""
-        return tuple(g.name for g, t in zip(self.groups, self._toggles) if not t.value)
-
-    def _update_counts(self) -> None:
-        for t in self._toggles:
+        for g, t in zip(self.groups, self._toggles):
+            hand = m.hand_frozen_count(g.name)
             t.button_style = "success" if t.value else ""
-            t.icon = "unlock" if t.value else "lock"
-        total = sum(g.n_params for g in self.groups)
-        trainable = sum(g.n_params for g, t in zip(self.groups, self._toggles) if t.value)
+            t.icon = "unlock" if t.value and not hand else "lock"
+            t.tooltip = (f"{g.name}: {g.n_params:,} parameters; pressed = trained"
+                         + (f"; {hand} tensors frozen by hand stay frozen (switch the group off and on to "
+                            "unfreeze them)" if hand else ""))
+        trainable, total = m.trainable_count()
         share = 100 * trainable / total if total else 0.0
         text = f"trainable <b>{trainable:,}</b> of {total:,} parameters ({share:.1f}%)"
+        hand = sum(m.hand_frozen_count(g.name) for g in self.groups)
+        if hand:
+            text += f" · {hand} tensors frozen by hand"
         try:
-            lr = float(self._lr.value)
-            rates = surgery.group_lrs(self.groups, lr, float(self._lr_decay.value), self._overrides.get("lrs"))
-            trained = [f"{n}: {r:.2g}" for (n, r), t in zip(rates.items(), self._toggles) if t.value]
+            rates = surgery.group_lrs(self.groups, float(v["lr"]), float(v["lr_decay"]), m.overrides.get("lrs"))
+            trained = [f"{n}: {r:.2g}" for n, r in rates.items() if n not in frozen]
             text += f" · LRs {', '.join(trained[-4:])}"
         except (ValueError, ConfigError, surgery.GroupError):
             pass  # a half-typed LR: the count still shows, the error appears on Train
         self._params.value = text
-
-    # ------------------------------------------------------------------ settings
-    @property
-    def extras(self) -> dict[str, Any]:
-        """Current values of the chapter-specific controls."""
-        return {name: w.value for name, w in self._extra_w.items()}
-
-    def values(self) -> dict[str, Any]:
-        """Every setting as the widgets show it (raw, unvalidated), plus extras and overrides."""
-        return {"lr": self._lr.value, "lr_decay": self._lr_decay.value, "epochs": self._epochs.value,
-                "batch_size": self._batch.value, "train_bn": self._train_bn.value,
-                "optimizer": self._optimizer.value, "schedule": self._schedule.value,
-                "train_last": self._trailing(), "frozen": self.frozen, "fresh": self._fresh.value,
-                "label": self._label.value, **self.extras, **self._overrides}
-
-    def set(self, **settings: Any) -> "TrainPanel":
-        """Set controls from code: panel settings, extras by name, or other ``TrainConfig`` fields."""
-        known = set(PANEL_SETTINGS) | set(self._extra_w) | set(TrainConfig.field_names())
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise KeyError(f"unknown panel setting(s) {unknown}; known: {', '.join(sorted(known))}")
-        if "train_last" in settings and "frozen" in settings:
-            raise ValueError("give train_last or frozen, not both")
-        simple = {"lr_decay": self._lr_decay, "epochs": self._epochs, "batch_size": self._batch,
-                  "train_bn": self._train_bn, "optimizer": self._optimizer, "schedule": self._schedule,
-                  "fresh": self._fresh, "label": self._label}
-        for key, value in settings.items():
-            if key == "lr":
-                self._lr.value = value if isinstance(value, str) else f"{value:g}" \
-                    if isinstance(value, (int, float)) else str(value)
-            elif key == "batch_size" and self.loaders_fn is None and value != self._batch.value:
-                raise ValueError("batch_size can change only when the panel has a loaders_fn(batch_size=...) "
-                                 "to rebuild the loaders; pass loaders_fn to TrainPanel")
-            elif key == "train_last":
-                if not isinstance(value, int) or not 1 <= value <= len(self.groups):
-                    raise ValueError(f"train_last must be between 1 and {len(self.groups)} (groups "
-                                     f"{surgery.group_names(self.groups)}), got {value!r}")
-                self._train_last.value = value
-                self._on_slider({"new": value})
-            elif key == "frozen":
-                names = tuple(value or ())
-                surgery._select(self.groups, list(names))  # unknown names -> GroupError listing the groups
-                self._guard = True
-                try:
-                    for g, t in zip(self.groups, self._toggles):
-                        t.value = g.name not in names
-                finally:
-                    self._guard = False
-                self._on_toggle(None)
-            elif key in simple:
-                simple[key].value = value
-            elif key in self._extra_w:
-                self._extra_w[key].value = value
-            else:
-                self._overrides[key] = value
-        self._update_counts()
-        return self
-
-    def config(self) -> TrainConfig:
-        """The ``TrainConfig`` the next run will use; ``ConfigError`` names what is wrong."""
-        text = str(self._lr.value).strip()
-        try:
-            lr = float(text)
-        except ValueError:
-            raise ConfigError(f"head LR {text!r} is not a number; type a positive number such as 1e-3") from None
-        if len(self.frozen) >= len(self.groups):
-            raise ConfigError("every layer group is frozen, so there is nothing to train; press at least the "
-                              "head's toggle (or set train_last >= 1)")
-        values = dict(lr=lr, lr_decay=float(self._lr_decay.value), epochs=self._epochs.value,
-                      batch_size=self._batch.value, train_bn=bool(self._train_bn.value),
-                      optimizer=self._optimizer.value, schedule=self._schedule.value, frozen=self.frozen)
-        return dataclasses.replace(self.base_cfg, **{**values, **self._overrides})
+        self._overrides.value = ("" if not m.overrides else "<span style='font-size:0.85em'>settings from code: "
+                                 + html.escape(", ".join(f"{k}={runs.fmt(x)}" for k, x in m.overrides.items()))
+                                 + "</span>")
 
     # ------------------------------------------------------------------ actions
-    def _say(self, text: str, kind: str = "info") -> None:
+    def say(self, text: str, kind: str = "info") -> None:
         color = {"info": "inherit", "ok": "#2e7d32", "warn": "#b26a00", "error": "#c62828"}[kind]
-        self._status.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+        with self._status_lock:
+            self._status.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
 
     @property
     def message(self) -> str:
         """The status line as plain text (what the user was last told)."""
-        import re
-
         return html.unescape(re.sub(r"<[^>]+>", "", self._status.value))
 
-    @property
-    def running(self) -> bool:
-        return self._current is not None and self._current.running
-
-    def _click_train(self) -> None:
+    def _click(self, action: Callable[[], Any]) -> None:
         try:
-            self._start(block=not self.background)
-        except (ConfigError, RuntimeError, ValueError):
-            pass  # already shown in the panel; a button callback must not raise into the kernel log
+            action()
+        except (ConfigError, RuntimeError, ValueError, KeyError) as exc:
+            if "Not started" not in self.message and "still going" not in self.message:
+                self.say(str(exc), "error")  # a button callback must not raise into the kernel log
+
+    def set(self, **settings: Any) -> "TrainPanel":
+        """Set controls from code (see the module docstring); bad values raise ``ConfigError`` naming the field."""
+        self.manager.set(**settings)
+        return self
 
     def train(self, block: bool = True, **settings: Any) -> train.State | Run:
-        """Apply ``settings`` (as in ``set``), train, and return the State (``block=False``: the Run)."""
-        if settings:
-            if self.running:
-                self._say("a run is still going: press Stop (or run.wait()) before training again", "warn")
-                raise RuntimeError("a run is still going; call panel.stop() or run.wait() first")
-            self.set(**settings)
-        run = self._start(block=block)
-        return run.wait() if block else run
+        """Apply ``settings``, train, and return the State (``block=False``: the Run)."""
+        return self.manager.train(block=block, **settings)
 
-    def _start(self, block: bool) -> Run:
-        if self.running:
-            self._say(f"run {self._current.number} is still going: press Stop first (this click was ignored)",
-                      "warn")
-            raise RuntimeError("a run is still going; call panel.stop() or run.wait() first")
+    def repeat(self, k: int = 3, block: bool = True, **settings: Any):
+        """Train the current settings for ``k`` seeds (seed, seed+1, ...); the board shows mean ± std."""
+        return self.manager.repeat(k, block=block, **settings)
+
+    def load(self, text: str) -> "TrainPanel":
+        """Set every control to a run's config string (from the board), so Train repeats that run."""
         try:
-            cfg = self.config()
+            self.manager.load(text)
         except ConfigError as exc:
-            self._say(f"Not started: {exc}", "error")
+            self.say(f"Not loaded: {exc}", "error")
             raise
-        settings = {k: v for k, v in self.values().items() if k not in TrainConfig.field_names() or k == "frozen"}
-        number = len(self.history) + 1
-        label = self._label.value.strip() or self._auto_label(cfg)
-        run = Run(number, label, cfg, settings)
-        self._current = run
-        self._say(f"run {number} ({label}): starting…")
-        if block:
-            self._execute(run)
-        else:
-            run.thread = threading.Thread(target=self._execute, args=(run,), name=f"tlkit-run-{number}", daemon=True)
-            run.thread.start()
-        return run
-
-    def _auto_label(self, cfg: TrainConfig) -> str:
-        n_train = len(self.groups) - len(cfg.frozen or ())
-        what = "all groups" if n_train == len(self.groups) else (
-            "head only" if n_train == 1 else f"last {n_train} groups")
-        extra = ", ".join(f"{k}={_fmt(v)}" for k, v in self.extras.items())
-        return f"#{len(self.history) + 1} {what}, lr {cfg.lr:g}" + (f", {extra}" if extra else "")
+        self.say("settings loaded: press Train to repeat that run", "ok")
+        return self
 
     def stop(self) -> None:
         """Ask the current run to end after its step (the Stop button)."""
-        if not self.running:
-            self._say("nothing to stop: no run is going")
+        if not self.manager.stop():
+            self.say("nothing to stop: no run is going")
             return
-        self._current.stop()
-        self._say(f"run {self._current.number}: stopping after the current step…", "warn")
-
-    def _click_reset(self) -> None:
-        try:
-            self.reset()
-        except RuntimeError:
-            pass
+        self.say(f"run {self._current.number}: stopping after the current step…", "warn")
 
     def reset(self) -> None:
         """Put the model back to its initial (pretrained) weights."""
-        if self.running:
-            self._say("cannot reset while a run is going: press Stop first", "warn")
-            raise RuntimeError("cannot reset while a run is going; call panel.stop() first")
-        self.model.load_state_dict(self._initial)
-        self._say("weights reset to the initial (pretrained) weights", "ok")
+        self.manager.reset()
 
-    def _key(self, fn: Callable | None, **fixed: Any) -> tuple:
-        return tuple(sorted({**fixed, **(accepted_kwargs(fn, self.extras) if fn else {})}.items()))
+    def hide(self, *numbers: int) -> None:
+        """Leave these runs out of the comparison plot (they stay on the board)."""
+        self.manager.hidden |= set(numbers)
+        self._draw_board()
 
-    # ------------------------------------------------------------------ the run (kernel or background thread)
-    def _prepare(self, run: Run) -> tuple[Any, Any, Callable]:
-        """Rebuild model / loaders when their extras changed, reset weights, pick the step."""
-        notes = []
-        if self.model_fn is not None and self._key(self.model_fn) != self._model_key:
-            self._say(f"run {run.number}: building the model for {dict(self._key(self.model_fn))}…")
-            self.model = self.model_fn(**accepted_kwargs(self.model_fn, self.extras))
-            self.groups = self._make_groups(self.model)
-            if [g.name for g in self.groups] != [t.description for t in self._toggles]:
-                raise ValueError("model_fn built a model with different layer groups "
-                                 f"({surgery.group_names(self.groups)}); the panel needs the same groups")
-            self._initial = train.clone_weights(self.model)
-            self._model_key = self._key(self.model_fn)
-            notes.append("model rebuilt")
-        elif self._fresh.value:
-            self.model.load_state_dict(self._initial)
-        if self.loaders_fn is not None:
-            key = (run.cfg.batch_size, self._key(self.loaders_fn))
-            if key != self._loaders_key:
-                self._say(f"run {run.number}: building loaders (batch size {run.cfg.batch_size})…")
-                self.train_dl, self.valid_dl = self.loaders_fn(batch_size=run.cfg.batch_size,
-                                                               **accepted_kwargs(self.loaders_fn, self.extras))
-                self._loaders_key = key
-                notes.append("loaders rebuilt")
-        step = self.step_fn(**accepted_kwargs(self.step_fn, self.extras)) if self.step_fn else self.step
-        if notes:
-            run.settings["notes"] = ", ".join(notes)
-        return self.train_dl, self.valid_dl, step
+    def show(self, *numbers: int) -> None:
+        """Put hidden runs back into the comparison plot (all when no number is given)."""
+        self.manager.hidden -= set(numbers) if numbers else set(self.manager.hidden)
+        self._draw_board()
 
-    def _execute(self, run: Run) -> None:
-        state: train.State | None = None
-        try:
-            train_dl, valid_dl, step = self._prepare(run)
-            names = list(valid_dl) if isinstance(valid_dl, Mapping) else (["valid"] if valid_dl is not None else [])
-            if names != self._valid_names:
-                self._valid_names = names
-                self._live = LivePlot(self.metrics, names)
-            self._samples = []
-            self._plot_throttle.next = time.perf_counter() + PLOT_INTERVAL_S  # a first plot with a few points
-            self._say(f"run {run.number} ({run.label}): training…")
-            state = train.fit(self.model, train_dl, valid_dl, run.cfg, groups=self.groups, step=step,
-                              evaluate_fn=self.evaluate_fn, callbacks=(self._callback, *self.callbacks),
-                              control=run.control, on_error="return")
-        except train.TrainingError as exc:
-            state = exc.state
-            state.status, state.message, state.error = "failed", str(exc), exc
-        except Exception as exc:  # noqa: BLE001 - shown in the panel; the kernel thread must survive
-            state = run.state or train.State(cfg=run.cfg)
-            state.status, state.error, state.message = "failed", exc, train.friendly_error(exc)
-        finally:
-            if state is None:  # KeyboardInterrupt before fit: still end the run cleanly
-                state = run.state or train.State(cfg=run.cfg, status="interrupted", message="interrupted")
-            run.state = state
-            try:
-                self._finish(run)
-            finally:
-                run._done.set()
+    def _on_shown(self, change) -> None:
+        if self._guard:
+            return
+        shown = set(change["new"])
+        self.manager.hidden = {r.number for r in self.history if r.number not in shown}
+        self._draw_board()
 
-    def _callback(self, event: str, state: train.State, control: train.Control) -> None:
-        run = self._current
+    # ------------------------------------------------------------------ listener (the run's thread)
+    def run_started(self, run: Run, valid_names: list[str]) -> None:
+        if tuple(valid_names) != self._live.valid_names:
+            self._live = LivePlot(self.metrics, valid_names, surgery.group_names(self.groups))
+        self.redraws = []
+        self._plot_throttle.next = time.perf_counter() + PLOT_INTERVAL_S
+
+    def run_event(self, run: Run, event: str, state: train.State) -> None:
         if event == "fit_start":
-            run.state = state
-            self._live.start(f"run {run.number}: {run.label}",
-                             state.total_steps / state.steps_per_epoch if state.steps_per_epoch else state.cfg.epochs)
+            spe = state.steps_per_epoch
+            self._live.start(f"run {run.number}: {run.name}", state.total_steps / spe if spe else state.cfg.epochs,
+                             frozen=[g.name for g in self.groups if g.frozen])
             self._bar.bar_style = "info"
             self._bar.max = max(1, state.total_steps)
             self._show_progress(state)
@@ -732,21 +627,22 @@ class TrainPanel:
         now = time.perf_counter()
         if event == "step_end" and now < self._progress_next and now < self._plot_throttle.next:
             return  # the common case: nothing to draw, cost of two comparisons
-        if event == "step_end" and now >= self._progress_next:
-            spe = state.steps_per_epoch or 1
-            self._samples.append({"epoch": state.step / spe, **state.last})
+        if event == "fit_end":
+            return  # run_finished draws the final plot
+        if now >= self._progress_next or event != "step_end":
             self._show_progress(state)
             self._progress_next = now + PROGRESS_INTERVAL_S
-        if event == "epoch_end":
-            self._show_progress(state)
-        if event != "fit_end" and self._plot_throttle.ready(now):  # _finish draws the final plot
-            self._redraw(run, state)
+        if self._plot_throttle.ready(now):
+            self._show_progress(state)  # the plotted point and the progress line show the same step
+            self._redraw(run, state, grads=grad_norms(self.groups) if event == "step_end" else None)
 
-    def _redraw(self, run: Run, state: train.State) -> None:
+    def _redraw(self, run: Run, state: train.State, grads: list[float] | None = None) -> None:
         t0 = time.perf_counter()
-        self._plot.value = self._live.render(self._samples, state.history)
+        self._plot.value = self._live.render(run.samples, state.history, grads)
         self._plot.layout.display = None
-        self._plot_throttle.spent(t0, time.perf_counter())
+        t1 = time.perf_counter()
+        self.redraws.append(t1)
+        self._plot_throttle.spent(t0, t1)
 
     def _show_progress(self, state: train.State) -> None:
         self._bar.value = min(state.step, self._bar.max)
@@ -765,82 +661,82 @@ class TrainPanel:
             where = str(exc)
         self._progress.value = f"ready · device {where}"
 
-    def _finish(self, run: Run) -> None:
-        """Final progress, plot, status and run-board row (called in the run's thread)."""
+    def run_finished(self, run: Run) -> None:
+        """Final progress, plot and board (in the run's thread; the manager has recorded the run already)."""
         state = run.state
-        self._bar.bar_style = {"finished": "success", "stopped": "warning"}.get(state.status, "danger")
+        if len(self.redraws) >= 2 and state.elapsed > 0:
+            self.refresh_rate = (len(self.redraws) - 1) / (self.redraws[-1] - self.redraws[0])
+        self._bar.bar_style = {"finished": "success", "stopped": "warning",
+                               "interrupted": "warning"}.get(state.status, "danger")
         self._show_progress(state)
-        if state.history or self._samples:
-            if 0 < state.step < state.total_steps and state.steps_per_epoch:
-                self._live.set_x_max(state.step / state.steps_per_epoch)  # stopped early: zoom to what ran
-            self._redraw(run, state)
-        mon = state.monitor
-        best = state.best.get(mon) if state.best else None
-        note = f"; best {mon} {best:.4f}" if best is not None else ""
-        if state.status == "finished":
-            self._say(f"run {run.number} ({run.label}) finished in {state.elapsed:.1f} s{note}", "ok")
-        elif state.status == "stopped":
-            self._say(f"run {run.number} ({run.label}) stopped at step {state.step}/{state.total_steps}{note}; "
-                      "weights and history so far are kept", "warn")
-        else:
-            self._say(f"run {run.number} ({run.label}) {state.status}: {state.message or state.status}", "error")
-        if state.step > 0:
-            self.history.append(run)
-            self._update_board()
+        try:
+            if state.history or run.samples:
+                if 0 < state.step < state.total_steps and state.steps_per_epoch:
+                    self._live.set_x_max(state.step / state.steps_per_epoch)  # stopped early: zoom to what ran
+                self._redraw(run, state)
+        finally:
+            self._draw_board()
 
     # ------------------------------------------------------------------ run board
-    @property
-    def runs(self):
-        """One row per run: settings, status, best and final validation metrics, time."""
-        import pandas as pd
-
-        return pd.DataFrame([self._row(r) for r in self.history])
-
-    def _row(self, run: Run) -> dict[str, Any]:
-        s, cfg = run.state, run.cfg
-        n_train = len(self.groups) - len(cfg.frozen or ())
-        row: dict[str, Any] = {"run": run.number, "label": run.label, "status": s.status,
-                               "trained_groups": f"{n_train}/{len(self.groups)}",
-                               "trainable_params": s.trainable_params, "lr": cfg.lr, "lr_decay": cfg.lr_decay,
-                               "epochs": cfg.epochs, "batch_size": cfg.batch_size, "train_bn": cfg.train_bn,
-                               "optimizer": cfg.optimizer, **{k: run.settings.get(k) for k in self._extra_w},
-                               "steps": s.step}
-        last = s.history[-1] if s.history else {}
-        for name in self._valid_names or ["train"]:
-            for m in ("acc", "loss"):
-                col = f"{name}_{m}"
-                values = [r[col] for r in s.history if col in r and r[col] == r[col]]
-                if values:
-                    row[f"best_{col}"] = max(values) if m == "acc" else min(values)
-                    row[f"final_{col}"] = last.get(col, float("nan"))
-        row.update({"time_s": round(s.elapsed, 2), "device": s.device, "precision": s.precision})
-        return row
-
-    def _update_board(self) -> None:
-        df = self.runs
-        mon = self.history[-1].state.monitor
+    def _draw_board(self) -> None:
+        """The board: results first, what changed, seed groups (mean ± std), and the comparison plot."""
+        m = self.manager
+        with m._lock:
+            history = list(m.runs)
+        if not history:
+            return
+        df = m.board(full=self._full.value)
+        mon = history[-1].state.monitor
         best_col = f"best_{mon}"
         best_run = None
         if best_col in df and df[best_col].notna().any():
-            best_run = df.loc[df[best_col].idxmax() if not mon.endswith("loss") else df[best_col].idxmin(), "run"]
-        cols = [c for c in df.columns if c not in ("optimizer", "device", "precision", "trainable_params")]
-        cell = "padding:2px 6px;text-align:left;white-space:nowrap"  # inherits the theme's colours
-        head = "".join(f"<th style='{cell}'>{html.escape(c)}</th>" for c in cols)
+            best_run = df.loc[df[best_col].idxmin() if mon.endswith("loss") else df[best_col].idxmax(), "run"]
+        cols = list(df.columns)
+        cell = "padding:2px 6px;text-align:left;white-space:nowrap"
+        wrap = "padding:2px 6px;text-align:left;white-space:normal;min-width:12em;max-width:28em"
+        head = "".join(f"<th style='{cell}'>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
         body = []
         for _, r in df.iterrows():
             weight = "bold" if r["run"] == best_run else "normal"
-            cells = "".join(f"<td style='{cell}'>{html.escape(_fmt(r[c]))}</td>" for c in cols)
+            cells = "".join(f"<td style='{wrap if c in ('changed', 'diagnosis', 'config') else cell}'>"
+                            f"{html.escape(runs.fmt(r[c]))}</td>" for c in cols)
             body.append(f"<tr style='font-weight:{weight};border-top:1px solid rgba(128,128,128,0.35)'>{cells}</tr>")
-        self._board.value = (f"<div style='overflow-x:auto'><b>Run board</b> (bold: best {html.escape(mon)})"
-                             f"<table style='border-collapse:collapse;font-size:0.85em'><tr>{head}</tr>"
-                             f"{''.join(body)}</table></div>")
-        histories = {r.label: r.state.history for r in self.history}
-        best_label = next((r.label for r in self.history if r.number == best_run), None)
+        seeds = m.seed_summary()
+        seed_html = ""
+        if len(seeds):
+            mean_col = next(c for c in seeds.columns if c.startswith("best_") and c.endswith("_mean"))
+            metric = mean_col[len("best_"):-len("_mean")]
+            items = [f"runs {r['runs']} ({html.escape(r['name'])}): best {html.escape(metric)} "
+                     f"{r[mean_col]:.4g} ± {r[mean_col[:-5] + '_std']:.2g} over {r['seeds']} seeds"
+                     for _, r in seeds.iterrows()]
+            seed_html = "<div>Repeats over seeds (mean ± std): " + "; ".join(items) + "</div>"
+        last = history[-1]
+        self._board.value = (
+            f"<div style='max-width:100%;overflow-x:auto'><b>Run board</b> (bold: best {html.escape(mon)}; "
+            f"last run: {html.escape(last.diagnosis)})"
+            f"<table style='border-collapse:collapse;font-size:0.85em'><tr>{head}</tr>{''.join(body)}</table>"
+            f"{seed_html}</div>")
+        self._guard = True
+        try:
+            self._shown.options = [(f"{r.number}: {r.name}", r.number) for r in history]
+            self._shown.value = [r.number for r in history if r.number not in m.hidden]
+        finally:
+            self._guard = False
+        self._board_tools.layout.display = None
+        shown = [r for r in history if r.number not in m.hidden and r.state.history]
+        grouped = {g: rs for g, rs in m.seed_groups().items()}
+        in_group = {r.number for rs in grouped.values() for r in rs}
+        lines = {f"{r.number}: {r.name}": r.state.history for r in shown if r.number not in in_group}
+        bands = {f"{rs[0].number}-{rs[-1].number}: {rs[0].name.split(' seed ')[0]}":
+                 [r.state.history for r in rs if r in shown] for rs in grouped.values()}
+        bands = {k: v for k, v in bands.items() if v}
+        best_label = next((k for k in lines if k.split(":")[0] == str(best_run)), None)
         ax = self._board_fig.axes[0]
         ax.clear()
-        plots.compare_runs(histories, mon, ax=ax, highlight=best_label, title=f"all runs: {mon.replace('_', ' ')}")
+        plots.compare_runs(lines, mon, ax=ax, highlight=best_label, bands=bands,
+                           title=f"all runs: {mon.replace('_', ' ')}")
         self._board_plot.value = plots.png_bytes(self._board_fig)
         self._board_plot.layout.display = None
 
 
-__all__ = ["TrainPanel", "Run", "LivePlot", "extra_widget", "accepted_kwargs"]
+__all__ = ["TrainPanel", "Run", "LivePlot", "extra_widget", "accepted_kwargs", "grad_norms"]
