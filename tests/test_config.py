@@ -17,17 +17,17 @@ def test_defaults_are_valid_and_replace_works():
 @pytest.mark.parametrize("field,value,words", [
     ("lr", "abc", "lr must be a number"),
     ("lr", "1e-3", "lr must be a number"),
-    ("lr", -1e-3, "lr must be > 0"),
-    ("lr", 0, "lr must be > 0"),
+    ("lr", -1e-3, "lr must be a number > 0"),
+    ("lr", 0, "lr must be a number > 0"),
     ("lr", float("nan"), "lr must be finite"),
-    ("epochs", 0, "epochs must be >= 1"),
+    ("epochs", 0, "epochs must be a whole number >= 1"),
     ("epochs", 2.5, "epochs must be a whole number"),
     ("batch_size", "32", "batch_size must be a whole number"),
-    ("lr_decay", 1.5, "lr_decay must be <= 1.0"),
+    ("lr_decay", 1.5, "lr_decay must be a number > 0 and <= 1"),
     ("optimizer", "adamx", "optimizer must be one of"),
     ("schedule", "cosine", "schedule must be one of"),
-    ("warmup", 2.0, "warmup must be <= 1.0"),
-    ("frozen", "stem", "frozen must be a tuple of group names"),
+    ("warmup", 2.0, "warmup must be a number >= 0 and <= 1"),
+    ("frozen", "stem", "frozen must be a tuple of layer-group names"),
     ("train_bn", "yes", "train_bn must be True or False"),
 ])
 def test_bad_values_name_the_field(field, value, words):

@@ -135,7 +135,19 @@ def test_callback_events_arrive_in_order():
     events = []
     tr, va = loaders(n=64, batch=32)
     fit(toy.MLP(), tr, va, TrainConfig(epochs=2), callbacks=[lambda e, s, c: events.append(e)])
-    assert events == ["fit_start", "step_end", "step_end", "epoch_end", "step_end", "step_end", "epoch_end", "fit_end"]
+    assert events == ["fit_start", "step_end", "step_end", "eval_end", "epoch_end",
+                      "step_end", "step_end", "eval_end", "epoch_end", "fit_end"]
+
+
+def test_mid_epoch_evaluations_fire_eval_end_not_epoch_end():
+    events = []
+    tr, va = loaders()  # 8 steps per epoch
+    state = fit(toy.MLP(), tr, va, TrainConfig(epochs=2, eval_every=3),
+                callbacks=[lambda e, s, c: events.append((e, s.step, len(s.history)))])
+    assert [(s, n) for e, s, n in events if e == "eval_end"] == [(3, 1), (6, 2), (9, 3), (12, 4), (15, 5), (16, 6)]
+    assert [s for e, s, n in events if e == "epoch_end"] == [8, 16]
+    assert set(train.EVENTS) == {e for e, _, _ in events}
+    assert len(state.history) == 6
 
 
 def test_unknown_group_name_is_a_clear_error():
@@ -223,8 +235,9 @@ def test_lr_factor_schedules():
 def test_schedule_applied_to_optimizer():
     tr, _ = loaders()
     state = fit(toy.MLP(), tr, None, TrainConfig(epochs=2, lr=0.1, schedule="linear", log_steps=True))
-    lrs = [s["lr"] for s in state.steps]
-    assert lrs[0] < 0.1 and lrs[-1] == pytest.approx(0.0) and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    lrs = [s["lr"] for s in state.steps]  # the rate each step ran at: 0.1 * (1, 1 - 1/16, ..., 1/16)
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.1 / 16)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
 def test_grad_clip_limits_update():

@@ -6,8 +6,12 @@ Change a config with ``dataclasses.replace(cfg, lr=3e-4)``; a bad value raises
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
+
+import numpy as np
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "onecycle", "linear")
@@ -19,45 +23,75 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the field and what to do."""
 
 
-def _number(name: str, value: Any, *, positive: bool = False, min_value: float | None = None,
+SEED_MAX = 2**32 - 1  # numpy's limit (np.random.seed); torch accepts more, but one seed must seed both
+
+
+def _fail(name: str, expected: str, value: Any, example: str) -> ConfigError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return ConfigError(f"TrainConfig.{name} must be {expected}; got {shown} ({type(value).__name__}). "
+                       f"Pass e.g. {name}={example}")
+
+
+def _number(name: str, value: Any, *, example: str, positive: bool = False, min_value: float | None = None,
             max_value: float | None = None, allow_none: bool = False) -> float | None:
+    """``value`` as a finite float within bounds; numpy scalars count as numbers, bools and strings do not."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(
-            f"TrainConfig.{name} must be a number, got {value!r} ({type(value).__name__}); "
-            f"pass a float such as {name}=1e-3, not a string")
-    value = float(value)
-    if math.isnan(value) or math.isinf(value):
-        raise ConfigError(f"TrainConfig.{name} must be finite, got {value!r}")
-    if positive and value <= 0:
-        raise ConfigError(f"TrainConfig.{name} must be > 0, got {value!r}")
-    if min_value is not None and value < min_value:
-        raise ConfigError(f"TrainConfig.{name} must be >= {min_value}, got {value!r}")
-    if max_value is not None and value > max_value:
-        raise ConfigError(f"TrainConfig.{name} must be <= {max_value}, got {value!r}")
+    bounds = ["> 0"] if positive else [f">= {min_value:g}"] if min_value is not None else []
+    bounds += [f"<= {max_value:g}"] if max_value is not None else []
+    expected = " ".join(["a number", " and ".join(bounds)]).strip() + (" or None" if allow_none else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise _fail(name, expected + " (not a string)" if isinstance(value, str) else expected, value, example)
+    try:  # a float32 such as np.float32(1e-3) keeps its short decimal form (0.001, not 0.0010000000474974513)
+        value = float(str(value)) if isinstance(value, np.floating) and value.itemsize < 8 else float(value)
+    except OverflowError:  # an int too large for a float
+        raise _fail(name, f"finite: {expected}", value, example) from None
+    if not math.isfinite(value):
+        raise _fail(name, f"finite: {expected}", value, example)
+    if (positive and value <= 0) or (min_value is not None and value < min_value) or \
+            (max_value is not None and value > max_value):
+        raise _fail(name, expected, value, example)
     return value
 
 
-def _integer(name: str, value: Any, *, min_value: int = 1, allow_none: bool = False) -> int | None:
+def _integer(name: str, value: Any, *, example: str, min_value: int = 1, max_value: int | None = None,
+             allow_none: bool = False) -> int | None:
+    """``value`` as an int within bounds; numpy integers and whole floats (3.0) count, bools do not."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ConfigError(
-                f"TrainConfig.{name} must be a whole number >= {min_value}, got {value!r} "
-                f"({type(value).__name__})")
-    if value < min_value:
-        raise ConfigError(f"TrainConfig.{name} must be >= {min_value}, got {value!r}")
+    expected = f"a whole number >= {min_value}" + (f" and <= {max_value}" if max_value is not None else "") + \
+        (" or None" if allow_none else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise _fail(name, expected, value, example)
+    if not isinstance(value, numbers.Integral):
+        if not (math.isfinite(float(value)) and float(value).is_integer()):
+            raise _fail(name, expected, value, example)
+    value = int(value)
+    if value < min_value or (max_value is not None and value > max_value):
+        raise _fail(name, expected, value, example)
     return value
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"TrainConfig.{name} must be one of {', '.join(choices)}; got {value!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise _fail(name, f"one of {', '.join(choices)}", value, repr(choices[0]))
     return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise _fail(name, "True or False", value, "True")
+    return bool(value)
+
+
+def _group_names(value: Any) -> tuple[str, ...]:
+    """``frozen`` as a tuple of group names: a dict such as {"stem": False} is refused, not read as names."""
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Iterable):
+        raise _fail("frozen", "a tuple of layer-group names to freeze (or None)", value, "('stem', 'block')")
+    names = tuple(value)
+    if not all(isinstance(n, str) for n in names):
+        raise _fail("frozen", "a tuple of layer-group names (strings) to freeze", value, "('stem', 'block')")
+    return names
 
 
 @dataclass(frozen=True)
@@ -95,34 +129,33 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
-        set_("epochs", _integer("epochs", self.epochs))
-        set_("lr", _number("lr", self.lr, positive=True))
-        set_("lr_decay", _number("lr_decay", self.lr_decay, positive=True, max_value=1.0))
+        set_("epochs", _integer("epochs", self.epochs, example="3"))
+        set_("lr", _number("lr", self.lr, positive=True, example="1e-3"))
+        set_("lr_decay", _number("lr_decay", self.lr_decay, positive=True, max_value=1.0, example="0.5"))
         if self.lrs is not None:
-            if not isinstance(self.lrs, Mapping):
-                raise ConfigError(f"TrainConfig.lrs must be a dict of group name -> learning rate, got {self.lrs!r}")
-            set_("lrs", {str(k): _number(f"lrs[{k!r}]", v, positive=True) for k, v in self.lrs.items()})
+            if not isinstance(self.lrs, Mapping) or not all(isinstance(k, str) for k in self.lrs):
+                raise _fail("lrs", "a dict of layer-group name -> learning rate (or None)", self.lrs,
+                            "{'head': 1e-3, 'stem': 1e-4}")
+            set_("lrs", {k: _number(f"lrs[{k!r}]", v, positive=True, example="1e-4") for k, v in self.lrs.items()})
         if self.frozen is not None:
-            if isinstance(self.frozen, str) or not all(isinstance(n, str) for n in self.frozen):
-                raise ConfigError(f"TrainConfig.frozen must be a tuple of group names, got {self.frozen!r}")
-            set_("frozen", tuple(self.frozen))
-        set_("batch_size", _integer("batch_size", self.batch_size))
+            set_("frozen", _group_names(self.frozen))
+        set_("batch_size", _integer("batch_size", self.batch_size, example="32"))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
-        set_("weight_decay", _number("weight_decay", self.weight_decay, min_value=0.0))
-        set_("momentum", _number("momentum", self.momentum, min_value=0.0, max_value=1.0))
+        set_("weight_decay", _number("weight_decay", self.weight_decay, min_value=0.0, example="0.01"))
+        set_("momentum", _number("momentum", self.momentum, min_value=0.0, max_value=1.0, example="0.9"))
         _choice("schedule", self.schedule, SCHEDULES)
-        set_("warmup", _number("warmup", self.warmup, min_value=0.0, max_value=1.0))
-        set_("grad_clip", _number("grad_clip", self.grad_clip, positive=True, allow_none=True))
-        set_("max_steps", _integer("max_steps", self.max_steps, allow_none=True))
+        set_("warmup", _number("warmup", self.warmup, min_value=0.0, max_value=1.0, example="0.1"))
+        set_("grad_clip", _number("grad_clip", self.grad_clip, positive=True, allow_none=True, example="1.0"))
+        set_("max_steps", _integer("max_steps", self.max_steps, allow_none=True, example="500"))
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
-        set_("seed", _integer("seed", self.seed, min_value=0, allow_none=True))
-        set_("eval_every", _integer("eval_every", self.eval_every, allow_none=True))
+        set_("seed", _integer("seed", self.seed, min_value=0, max_value=SEED_MAX, allow_none=True, example="0"))
+        set_("eval_every", _integer("eval_every", self.eval_every, allow_none=True, example="100"))
         for flag in ("train_bn", "restore_best", "log_steps"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"TrainConfig.{flag} must be True or False, got {getattr(self, flag)!r}")
-        if not isinstance(self.monitor, str):
-            raise ConfigError(f"TrainConfig.monitor must be a metric name such as 'valid_acc', got {self.monitor!r}")
+            set_(flag, _flag(flag, getattr(self, flag)))
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise _fail("monitor", "a metric name such as 'valid_acc' or 'valid_loss', or 'auto'", self.monitor,
+                        "'valid_acc'")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for run boards and results files)."""

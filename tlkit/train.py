@@ -1,7 +1,9 @@
 """The training core: one loop, ``fit``, that knows nothing about the model.
 
 Callbacks are plain callables ``cb(event, state, control)`` called at
-``fit_start``, ``step_end``, ``epoch_end`` and ``fit_end``. They read ``State``
+``fit_start``, ``step_end`` (after each optimizer step), ``eval_end`` (after every
+evaluation, mid-epoch with ``eval_every`` or at an epoch's end), ``epoch_end``
+(after each pass over the training loader) and ``fit_end``. They read ``State``
 and may change only ``Control`` (the panel's Stop button sets
 ``control.should_stop``). A chapter changes *what one step does* by passing
 ``step=...`` (chapter 4's DANN step), never by writing a second loop.
@@ -26,9 +28,9 @@ from torch import nn
 
 from . import metrics as _metrics
 from . import surgery
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
-EVENTS = ("fit_start", "step_end", "epoch_end", "fit_end")
+EVENTS = ("fit_start", "step_end", "eval_end", "epoch_end", "fit_end")
 
 
 # --------------------------------------------------------------------------- state
@@ -208,13 +210,61 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 # --------------------------------------------------------------------------- steps and evaluation
+class DataError(ValueError):
+    """The data given to ``fit``/``evaluate`` cannot be trained on; the message says what to change."""
+
+
+LABEL_KEYS = ("labels", "label")  # Hugging Face models take "labels"; HF datasets name the column "label"
+IGNORE_INDEX = -100               # cross_entropy's default ignore_index: such labels are skipped, not wrong
+
+
 def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
-    """(inputs, labels) from ``(x, y)`` or a dict with ``labels`` (Hugging Face style)."""
+    """(inputs, labels) from ``(x, y, ...)`` or a dict with ``labels`` or ``label`` (Hugging Face style).
+
+    Raises ``DataError`` for a batch without labels (a bare tensor, a 1-tuple, a dict without a label key),
+    naming what was seen, instead of the dtype error such a batch would cause further down."""
     if isinstance(batch, Mapping):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return inputs, batch["labels"]
-    x, y = batch[0], batch[1]
-    return x, y
+        key = next((k for k in LABEL_KEYS if k in batch), None)
+        if key is None:
+            raise DataError(f"a dict batch needs its class labels under 'labels' (or 'label'); its keys are "
+                            f"{sorted(map(str, batch))}. Rename the label column (Hugging Face datasets: "
+                            "ds.rename_column('<name>', 'labels'))")
+        return {k: v for k, v in batch.items() if k != key}, batch[key]
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if isinstance(batch, torch.Tensor):
+        seen = f"a single tensor of shape {tuple(batch.shape)}"
+    else:
+        seen = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+    raise DataError(f"the loader yielded {seen}, but training needs (inputs, labels) pairs: give the dataset its "
+                    "labels, e.g. TensorDataset(x, y), or yield dicts with a 'labels' entry")
+
+
+def check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ``DataError`` unless ``y`` holds class indices in ``0..C-1`` for logits ``(N, C)``
+    (``-100``, cross-entropy's ignore index, is allowed) or class probabilities shaped like the logits.
+
+    One ``aminmax`` over the labels: free on CPU; on a GPU it waits for the device, so the training
+    step calls it only on the first step there (evaluation checks on CPU, after the fact)."""
+    if not isinstance(y, torch.Tensor):
+        raise DataError(f"labels must be a tensor of class indices, got {type(y).__name__}: the loader must "
+                        "yield (inputs, labels) pairs")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        if y.shape == logits.shape:
+            return  # class probabilities (soft labels), which cross_entropy accepts
+        raise DataError(f"labels must be class indices (an integer tensor of shape (N,)), got {y.dtype} of shape "
+                        f"{tuple(y.shape)}: the loader must yield (inputs, labels) pairs with integer labels")
+    if not y.numel():
+        return
+    n = logits.shape[-1]
+    lo, hi = (int(v) for v in torch.aminmax(y))
+    if lo < 0:
+        real = y[y != IGNORE_INDEX]
+        lo = int(real.min()) if real.numel() else 0
+    bad = lo if lo < 0 else hi
+    if bad < 0 or bad >= n:
+        raise DataError(f"label {bad} but the model outputs {n} classes (labels must be 0..{n - 1}): check "
+                        "num_classes (the head's output size) against the labels in your data")
 
 
 def forward(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -224,9 +274,14 @@ def forward(model: nn.Module, inputs: Any) -> torch.Tensor:
 
 
 def supervised_step(model: nn.Module, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
-    """Cross-entropy on one labelled batch. Returns ``loss`` (for backward) and ``acc``."""
+    """Cross-entropy on one labelled batch. Returns ``loss`` (for backward) and ``acc``.
+
+    Labels are checked against the logits' width (``check_labels``) on every CPU step and on the first
+    step on a GPU, so a label the head cannot output is an error that says so."""
     inputs, y = split_batch(batch)
     logits = forward(model, inputs)
+    if y.device.type == "cpu" or ctx.state.step == 0:
+        check_labels(logits, y)
     loss = F.cross_entropy(logits.float(), y)
     return {"loss": loss, "acc": (logits.argmax(-1) == y).float().mean(), "n": len(y)}
 
@@ -248,6 +303,9 @@ def predict(model: nn.Module, dl: Iterable, *, device: torch.device | str | None
             labels.append(y.cpu())
     finally:
         model.train(was_training)
+    if not logits:
+        raise DataError("the evaluation loader yielded no batches: its dataset is empty (or drop_last=True dropped "
+                        "the only batch); pass a loader with data, or valid_dl=None to train without validation")
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -255,6 +313,7 @@ def evaluate(model: nn.Module, dl: Iterable, *, device: torch.device | str | Non
              precision: str = "fp32") -> dict[str, float]:
     """Loss, accuracy and balanced accuracy over a loader, under ``torch.no_grad()``."""
     logits, y = predict(model, dl, device=device, precision=precision)
+    check_labels(logits, y)
     return {"loss": float(F.cross_entropy(logits, y)), "acc": _metrics.accuracy(logits, y),
             "bacc": _metrics.balanced_accuracy(logits, y)}
 
@@ -318,13 +377,267 @@ def make_optimizer(param_groups: list[dict], cfg: TrainConfig, device: torch.dev
         return kind(param_groups, lr=cfg.lr)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the loop's parts
+def reseed_loader(dl: Any, seed: int) -> None:
+    """Restart the shuffling of ``dl`` from ``seed``: the generators of a DataLoader, its sampler and its
+    batch sampler's sampler (``train.loader`` makes one and it would otherwise advance from run to run).
+    A DataLoader without a generator shuffles from torch's global RNG, which ``seed_everything`` resets."""
+    sampler = getattr(dl, "sampler", None)
+    inner = getattr(getattr(dl, "batch_sampler", None), "sampler", None)
+    for owner in (dl, sampler, inner):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator):
+            g.manual_seed(seed)
+
+
+def _n_batches(name: str, dl: Any) -> int | None:
+    """``len(dl)``, or None for a loader without a length; an empty loader is a ``DataError``."""
+    try:
+        n = len(dl)
+    except TypeError:
+        return None
+    if n == 0:
+        raise DataError(_empty_loader_message(name, dl))
+    return n
+
+
+def _empty_loader_message(name: str, dl: Any, epoch: int = 0) -> str:
+    size, batch = getattr(dl, "dataset", None), getattr(dl, "batch_size", None)
+    try:
+        size = len(size)
+    except TypeError:
+        size = None
+    if size == 0:
+        why = "its dataset is empty: check the split, filter or budget that built it"
+    elif getattr(dl, "drop_last", False) and batch and size is not None and size < batch:
+        why = (f"drop_last=True drops its only batch ({size} examples < batch_size {batch}): pass "
+               f"drop_last=False or a batch_size of at most {size}")
+    elif epoch:
+        why = (f"it ran dry in epoch {epoch + 1}: a generator can be iterated only once; pass a list of "
+               "batches or a DataLoader")
+    else:
+        why = "give it at least one batch of data"
+    return f"{name} yields no batches, so there is nothing to {'train on' if name == 'train_dl' else 'evaluate'}: {why}"
+
+
+def _check_monitor(cfg: TrainConfig, valid: Mapping[str, Any], evaluate_fn: Callable) -> None:
+    """Refuse, before training, a ``cfg.monitor`` no evaluation can produce (e.g. 'valid_accuracy')."""
+    if cfg.monitor == "auto":
+        return
+    prefix, _, metric = cfg.monitor.partition("_")
+    prefixes = ["train", *valid]
+    if prefix not in prefixes:
+        raise ConfigError(f"TrainConfig.monitor={cfg.monitor!r} names no loader of this run: metrics are named "
+                          f"<loader>_<metric> with loader one of {', '.join(prefixes)}; e.g. monitor="
+                          f"'{prefixes[-1]}_acc', or 'auto'")
+    if prefix != "train" and evaluate_fn is evaluate and metric not in ("loss", "acc", "bacc"):
+        raise ConfigError(f"TrainConfig.monitor={cfg.monitor!r} is not a metric of this run; available: "
+                          f"{', '.join(f'{prefix}_{m}' for m in ('loss', 'acc', 'bacc'))} (and train_* metrics); "
+                          "pick one of them, or 'auto'")
+
+
 def _monitor_name(cfg: TrainConfig, valid_keys: Sequence[str]) -> str:
     if cfg.monitor != "auto":
         return cfg.monitor
     return f"{valid_keys[0]}_acc" if valid_keys else "train_acc"
 
 
+def _prepare(model: nn.Module, train_dl: Iterable, valid: Mapping[str, Iterable], cfg: TrainConfig,
+             groups: Sequence[surgery.LayerGroup] | None, evaluate_fn: Callable, on_error: str) -> tuple[State, list]:
+    """Everything before the first step: check the data and settings (refusing a run that cannot train
+    with a ``TrainingError``, before anything changes), seed, pick the device, freeze, plan the steps."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}; build one with TrainConfig(lr=..., ...)")
+    if on_error not in ("raise", "return"):
+        raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+    try:
+        n_batches = _n_batches("train_dl", train_dl)
+        for name, dl in valid.items():
+            _n_batches(f"valid_dl[{name!r}]" if name != "valid" else "valid_dl", dl)
+        _check_monitor(cfg, valid, evaluate_fn)
+        if n_batches is None and not cfg.max_steps and (cfg.schedule != "constant" or cfg.warmup):
+            raise ConfigError(f"TrainConfig.schedule={cfg.schedule!r} (warmup {cfg.warmup}) needs the number of "
+                              "steps, but train_dl has no len(): pass max_steps=..., or use a DataLoader")
+    except (DataError, ConfigError) as exc:
+        raise TrainingError(str(exc), State(cfg=cfg, status="failed", message=str(exc), error=exc)) from exc
+    if cfg.seed is not None:
+        seed_everything(cfg.seed)
+        reseed_loader(train_dl, cfg.seed)
+    device = pick_device(cfg.device)
+    groups = list(groups) if groups is not None else surgery.layer_groups(model)
+    state = State(cfg=cfg, device=str(device), precision=pick_precision(device, cfg.precision),
+                  monitor=_monitor_name(cfg, list(valid)))
+    if cfg.frozen is not None:
+        surgery.apply_frozen(groups, cfg.frozen)
+    state.group_lrs = surgery.group_lrs(groups, cfg.lr, cfg.lr_decay, cfg.lrs)
+    state.trainable_params, state.total_params = surgery.count_params(groups)
+    if state.trainable_params == 0:
+        raise TrainingError("every layer group is frozen, so there is nothing to train: "
+                            "unfreeze at least the head (e.g. frozen=all groups but 'head')", state)
+    model.to(device)
+    state.steps_per_epoch = n_batches or 0
+    # without len(train_dl) the plan is max_steps, or unknown (0): the epochs then end when the loader does
+    state.total_steps = min(cfg.epochs * n_batches, cfg.max_steps or 10**18) if n_batches else (cfg.max_steps or 0)
+    return state, groups
+
+
+class OptimizerStep:
+    """One update: backward (through the fp16 grad scaler when there is one), gradient clipping once
+    (after unscaling), then the optimizer step, at the learning rate the schedule gives *this* step."""
+
+    def __init__(self, model: nn.Module, groups: Sequence[surgery.LayerGroup], cfg: TrainConfig,
+                 device: torch.device, precision: str):
+        pgroups = surgery.param_groups(groups, cfg.lr, cfg.lr_decay, cfg.lrs, cfg.weight_decay)
+        self.optimizer = make_optimizer(merge_param_groups(pgroups), cfg, device)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.model, self.clip, self.factor = model, cfg.grad_clip, 1.0
+
+    @property
+    def lr(self) -> float:
+        """The head's learning rate (the last group holds the head)."""
+        return self.optimizer.param_groups[-1]["lr"]
+
+    def __call__(self, loss: torch.Tensor, factor: float) -> None:
+        opt, scaler = self.optimizer, self.scaler
+        if factor != self.factor:  # set before the step it is for: warmup's first step runs warmed up
+            for g, lr in zip(opt.param_groups, self.base_lrs):
+                g["lr"] = lr * factor
+            self.factor = factor
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler else loss).backward()
+        if self.clip:
+            if scaler:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
+
+class DivergenceGuard:
+    """Decides that a run diverged, so it ends as "diverged" with advice instead of "finished".
+
+    The rule: the loss is not finite, or its running mean (an exponential moving average, decay 0.9,
+    so about the last 10 steps) has stayed above ``FACTOR`` (100) x its start for ``PATIENCE`` (5)
+    steps in a row; the start is the first step's loss, at least 1.0 (so a run that starts near zero,
+    e.g. training a trained model again, needs a loss above 100 to trip it). A cross-entropy of 100
+    means confidently wrong on nearly every example: healthy runs, spikes included, stay far below
+    (tests/test_train.py checks the margin on runs at the edge of stability). The check happens
+    before the update, so a non-finite loss never reaches the weights on CPU. On a GPU the running
+    mean and flags stay on the device and are read every ``EVERY`` (25) steps, so no step waits for
+    the GPU; there a diverged run stops up to 24 steps late.
+    """
+
+    FACTOR, PATIENCE, DECAY, EVERY = 100.0, 5, 0.9, 25
+
+    def __init__(self, lazy: bool):
+        self.lazy = lazy
+        self.start: Any = None
+        self.mean: Any = None
+        self.over: Any = 0
+        self.tripped: Any = False
+
+    def __call__(self, loss: torch.Tensor, step: int) -> str:
+        """'' while the run is healthy, else the message that ends it (``step``: steps done so far)."""
+        x = loss.detach().float()
+        if not self.lazy:
+            x = x.item()  # on CPU reading the value costs nothing
+        finite = torch.isfinite(x) if self.lazy else math.isfinite(x)
+        if self.start is None:
+            self.start = x.clamp(min=1.0) if self.lazy else max(x, 1.0)
+            self.mean = x
+        # the same arithmetic on floats (CPU) and on 0-d tensors (GPU: no sync until read below)
+        self.mean = self.DECAY * self.mean + (1 - self.DECAY) * x
+        self.over = (self.over + 1) * (self.mean > self.FACTOR * self.start)
+        if self.lazy:
+            self.tripped = self.tripped | ~finite | (self.over >= self.PATIENCE)
+            if step % self.EVERY or not bool(self.tripped):
+                return ""
+        elif finite and self.over < self.PATIENCE:
+            return ""
+        advice = "the learning rate is probably too high; lower it (e.g. by 10x) and train again"
+        if not bool(finite) or not math.isfinite(float(self.mean)):
+            return f"the loss became {float(x):.3g} at step {step}: {advice}"
+        return (f"the loss grew from {float(self.start):.3g} to {float(x):.3g} by step {step} (its running mean "
+                f"stayed above {self.FACTOR:g}x its start for {self.PATIENCE} steps): {advice}")
+
+
+class Records:
+    """The run's bookkeeping: per-step metrics (summed until the next evaluation), evaluation rows in
+    ``state.history`` and the best row by ``state.monitor``, with a copy of its weights when
+    ``cfg.restore_best``. On a GPU step metrics stay tensors, so no step waits for the device."""
+
+    def __init__(self, model: nn.Module, valid: Mapping[str, Iterable], evaluate_fn: Callable[..., dict],
+                 state: State, update: OptimizerStep):
+        self.model, self.valid, self.evaluate_fn, self.state, self.update = model, valid, evaluate_fn, state, update
+        self.on_host = state.device == "cpu"
+        self.sums: dict[str, Any] = {}
+        self.count = 0
+        self.best_score = -math.inf
+
+    def step(self, out: Mapping[str, Any], batch: Any) -> None:
+        """Add one step's metrics (``out`` from the step function) to the sums and the step log."""
+        state = self.state
+        n = int(out["n"]) if "n" in out else len(split_batch(batch)[1])
+        self.count += n
+        state.samples_seen += n
+        if self.on_host:  # plain floats are cheapest on CPU
+            logged = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                      for k, v in out.items() if k != "n"}
+        else:
+            logged = {k: v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                      for k, v in out.items() if k != "n"}
+        for k, v in logged.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * n
+        state._last = logged
+        state.elapsed = time.perf_counter() - state.started_at
+        if state.cfg.log_steps:
+            state.steps.append({"step": state.step, **state.last, "lr": self.update.lr})
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate on every validation loader, append the row to the history and track the best."""
+        state, spe = self.state, self.state.steps_per_epoch
+        row: dict[str, float] = {"epoch": state.step / spe if spe else float(state.epoch), "step": state.step}
+        row.update({f"train_{k}": float(v) / max(1, self.count) for k, v in self.sums.items()})
+        for name, dl in self.valid.items():
+            metrics = self.evaluate_fn(self.model, dl, device=torch.device(state.device), precision=state.precision)
+            row.update({f"{name}_{k}": float(v) for k, v in metrics.items()})
+        row["lr"] = self.update.lr
+        row["time"] = state.elapsed = time.perf_counter() - state.started_at
+        state.history.append(row)
+        self.sums, self.count = {}, 0
+        self._track_best(row)
+        return row
+
+    def _track_best(self, row: dict[str, float]) -> None:
+        state = self.state
+        fallback = state.monitor.replace("_acc", "_loss")  # 'auto' with an evaluate_fn that has no "acc"
+        if state.monitor not in row and state.cfg.monitor == "auto" and fallback in row:
+            state.monitor = fallback
+        if state.monitor not in row and (state.cfg.monitor != "auto" or state.cfg.restore_best):
+            raise ConfigError(f"TrainConfig.monitor={state.monitor!r} is not a metric of this run; available: "
+                              f"{', '.join(k for k in row if k not in ('epoch', 'step', 'lr', 'time'))}; "
+                              "pick one of them, or 'auto'")
+        value = row.get(state.monitor, math.nan)
+        if math.isnan(value):
+            return
+        score = -value if state.monitor.endswith("loss") else value
+        if score > self.best_score:
+            self.best_score = score
+            state.best = dict(row)
+            if state.cfg.restore_best:
+                state.best_weights = clone_weights(self.model)
+
+
+def _train_mode(model: nn.Module, groups: Sequence[surgery.LayerGroup], cfg: TrainConfig) -> None:
+    model.train()
+    surgery.set_bn_mode(groups, cfg.train_bn)  # BatchNorm of frozen groups stays in eval mode
+
+
+# --------------------------------------------------------------------------- the loop
 def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, Iterable] | None = None,
         cfg: TrainConfig | None = None, *, groups: Sequence[surgery.LayerGroup] | None = None,
         step: Callable[[nn.Module, Any, StepContext], dict] = supervised_step,
@@ -336,168 +649,82 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
     ``valid_dl`` is one loader (metrics ``valid_loss``, ``valid_acc``, ...) or a
     dict ``{"source": dl, "target": dl}`` (metrics ``source_acc``, ...).
     ``groups`` (default: ``surgery.layer_groups(model)``) carries the per-group
-    LRs and freezing of ``cfg``. The run stops early when ``control.should_stop``
+    LRs and freezing of ``cfg``. With ``cfg.seed`` set, python, numpy, torch and the
+    training loader's shuffling are reseeded, so the same settings give the same run.
+    Events: ``fit_start``, ``step_end``, ``eval_end`` (after every evaluation;
+    ``state.history[-1]`` is its row), ``epoch_end`` (after each pass over
+    ``train_dl``), ``fit_end``. The run stops early when ``control.should_stop``
     is set (by a callback or another thread), after the current step; a
-    ``KeyboardInterrupt`` also ends it cleanly. Either way the model keeps its
-    weights and the returned State its history. On an exception, ``on_error=
-    "raise"`` raises ``TrainingError`` (with ``.state``); ``"return"`` returns
-    the State with ``status="failed"`` and ``error`` set (the panel uses this).
+    ``KeyboardInterrupt`` also ends it cleanly; a diverging loss ends it as
+    "diverged" (see ``DivergenceGuard``). Either way the model keeps its
+    weights and the returned State its history. Data or settings that cannot
+    train (an empty loader, an unknown monitor, everything frozen) raise
+    ``TrainingError`` before anything changes. On an exception during training,
+    ``on_error="raise"`` raises ``TrainingError`` (with ``.state``); ``"return"``
+    returns the State with ``status="failed"`` and ``error`` set (the panel uses this).
     """
-    cfg = cfg or TrainConfig()
+    cfg = TrainConfig() if cfg is None else cfg
     control = control if control is not None else Control()
-    if on_error not in ("raise", "return"):
-        raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
-    if cfg.seed is not None:
-        seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    precision = pick_precision(device, cfg.precision)
-    groups = list(groups) if groups is not None else surgery.layer_groups(model)
-    if cfg.frozen is not None:
-        surgery.apply_frozen(groups, cfg.frozen)
-    if valid_dl is None:
-        valid = {}
-    elif isinstance(valid_dl, Mapping):
-        valid = dict(valid_dl)
-    else:
-        valid = {"valid": valid_dl}
-
-    state = State(cfg=cfg, device=str(device), precision=precision, monitor=_monitor_name(cfg, list(valid)))
-    model.to(device)
-    pgroups = surgery.param_groups(groups, cfg.lr, cfg.lr_decay, cfg.lrs, cfg.weight_decay)
-    state.group_lrs = surgery.group_lrs(groups, cfg.lr, cfg.lr_decay, cfg.lrs)
-    state.trainable_params, state.total_params = surgery.count_params(groups)
-    if state.trainable_params == 0:
-        raise TrainingError("every layer group is frozen, so there is nothing to train: "
-                            "unfreeze at least the head (e.g. frozen=all groups but 'head')", state)
-    opt = make_optimizer(merge_param_groups(pgroups), cfg, device)
-    for g in opt.param_groups:
-        g["initial_lr"] = g["lr"]
-    try:
-        n_batches = len(train_dl)  # type: ignore[arg-type]
-    except TypeError:
-        n_batches = cfg.max_steps or 0
-    state.steps_per_epoch = n_batches
-    state.total_steps = min(cfg.epochs * n_batches, cfg.max_steps or 10**18)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    valid = {} if valid_dl is None else dict(valid_dl) if isinstance(valid_dl, Mapping) else {"valid": valid_dl}
+    state, groups = _prepare(model, train_dl, valid, cfg, groups, evaluate_fn, on_error)
+    device = torch.device(state.device)
+    update = OptimizerStep(model, groups, cfg, device, state.precision)
+    guard = DivergenceGuard(lazy=device.type != "cpu")
+    records = Records(model, valid, evaluate_fn, state, update)
     ctx = StepContext(device=device, state=state, cfg=cfg)
-    best_value = -math.inf
-    maximize = not state.monitor.endswith("loss")
+    limit = state.total_steps or math.inf  # 0: unknown, until the loader ends
 
     def emit(event: str) -> None:
         for cb in callbacks:
             cb(event, state, control)
 
-    def evaluate_now(sums: dict[str, torch.Tensor], count: int) -> None:
-        nonlocal best_value
-        row: dict[str, float] = {"epoch": state.step / n_batches if n_batches else float(state.epoch),
-                                 "step": state.step}
-        for k, v in sums.items():
-            row[f"train_{k}"] = float(v) / max(1, count)
-        for name, dl in valid.items():
-            for k, v in evaluate_fn(model, dl, device=device, precision=precision).items():
-                row[f"{name}_{k}"] = float(v)
-        row["lr"] = opt.param_groups[-1]["lr"]
-        row["time"] = time.perf_counter() - state.started_at
-        state.elapsed = row["time"]
-        state.history.append(row)
-        value = row.get(state.monitor)
-        if value is not None and not math.isnan(value):
-            score = value if maximize else -value
-            if score > best_value:
-                best_value = score
-                state.best = dict(row)
-                if cfg.restore_best:
-                    state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    def ending() -> bool:
+        return control.should_stop or state.step >= limit or state.epoch >= cfg.epochs
 
-    state.status = "running"
-    state.started_at = time.perf_counter()
     failure: BaseException | None = None
+    state.status, state.started_at = "running", time.perf_counter()
     try:
         emit("fit_start")
-        done = state.total_steps == 0 or control.should_stop
-        while not done and state.epoch < cfg.epochs:
-            model.train()
-            surgery.set_bn_mode(groups, cfg.train_bn)
-            sums: dict[str, torch.Tensor] = {}
-            count = 0
+        while state.status == "running" and not ending():
+            _train_mode(model, groups, cfg)
+            first = state.step
             for batch in train_dl:
                 if control.should_stop:
                     break
                 batch = to_device(batch, device)
-                with autocast(device, precision):
+                with autocast(device, state.precision):
                     out = step(model, batch, ctx)
-                loss = out["loss"]
-                # On CUDA the check syncs the GPU, so look only every 25 steps there.
-                on_host = device.type == "cpu"
-                check = on_host or state.step % 25 == 0
-                if check and not (math.isfinite(loss.item()) if on_host else bool(torch.isfinite(loss.detach()).all())):
+                state.message = guard(out["loss"], state.step)
+                if state.message:
                     state.status = "diverged"
-                    state.message = (f"the loss became {float(loss.detach()):.3g} at step {state.step}: the learning "
-                                     "rate is probably too high; lower it (e.g. by 10x) and train again")
-                    done = True
                     break
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip:
-                        scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
+                update(out["loss"], lr_factor(state.step, state.total_steps, cfg.schedule, cfg.warmup))
                 state.step += 1
-                f = lr_factor(state.step, state.total_steps, cfg.schedule, cfg.warmup)
-                for g in opt.param_groups:
-                    g["lr"] = g["initial_lr"] * f
-                n = int(out["n"]) if "n" in out else _batch_size(batch)
-                count += n
-                state.samples_seen += n
-                # On CPU plain floats are cheapest; on a GPU keep tensors so no step waits for the device.
-                if on_host:
-                    logged = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-                              for k, v in out.items() if k != "n"}
-                else:
-                    logged = {k: v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-                              for k, v in out.items() if k != "n"}
-                for k, v in logged.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                state._last = logged
-                state.elapsed = time.perf_counter() - state.started_at
-                if cfg.log_steps:
-                    state.steps.append({"step": state.step, **state.last, "lr": opt.param_groups[-1]["lr"]})
+                records.step(out, batch)
                 emit("step_end")
                 if cfg.eval_every and state.step % cfg.eval_every == 0:
-                    evaluate_now(sums, count)
-                    model.train()
-                    surgery.set_bn_mode(groups, cfg.train_bn)
-                    sums, count = {}, 0
-                    emit("epoch_end")
-                if state.step >= state.total_steps:
-                    done = True
+                    records.evaluate()
+                    emit("eval_end")
+                    _train_mode(model, groups, cfg)
+                if state.step >= limit:
                     break
-            if control.should_stop:
-                done = True
-            if state.status == "diverged":
+            if state.status != "running":
                 break
+            if state.step == first and not control.should_stop:
+                raise DataError(_empty_loader_message("train_dl", train_dl, state.epoch))
             state.epoch += 1
-            # With eval_every, evaluate on that cadence and once more at the very end, not per epoch.
-            if count and (not cfg.eval_every or done or state.epoch >= cfg.epochs):
-                evaluate_now(sums, count)
-                emit("epoch_end")
+            # with eval_every, evaluate on that cadence and once more at the very end, not per epoch
+            if records.count and (not cfg.eval_every or ending()):
+                records.evaluate()
+                emit("eval_end")
+            emit("epoch_end")
         if state.status == "running":
-            state.status = "stopped" if control.should_stop and state.step < state.total_steps else "finished"
+            state.status = "stopped" if control.should_stop and state.step < limit else "finished"
     except KeyboardInterrupt:
         state.status = "interrupted"
         state.message = "interrupted by the user; the model keeps the weights it had reached"
     except Exception as exc:  # noqa: BLE001 - reported in State, re-raised below if asked
-        failure = exc
-        state.status = "failed"
-        state.error = exc
-        state.message = friendly_error(exc)
+        failure, state.status, state.error, state.message = exc, "failed", exc, friendly_error(exc)
     finally:
         state.elapsed = time.perf_counter() - state.started_at
         if cfg.restore_best and state.best_weights is not None and state.status != "failed":
@@ -509,20 +736,18 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
     return state
 
 
-def _batch_size(batch: Any) -> int:
-    _, y = split_batch(batch)
-    return len(y)
-
-
 def friendly_error(exc: BaseException) -> str:
     """One or two sentences that say what went wrong and what to do."""
+    if isinstance(exc, (DataError, ConfigError)):
+        return str(exc)[:800]  # written for people already
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+    low = str(exc).lower()
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in low:
         return ("the GPU ran out of memory. Lower the batch size (or the sequence length / image size), "
                 "freeze more layers, and train again; the weights and history so far are kept. " + text[:300])
-    if isinstance(exc, (IndexError, RuntimeError)) and "target" in str(exc) and "out of bounds" in str(exc):
-        return ("a label is larger than the model's number of classes: check num_classes against the "
-                "labels in your data. " + text[:300])
+    if ("target" in low and "out of bounds" in low) or "device-side assert" in low:
+        return ("a label is outside the model's classes (labels must be 0..num_classes-1): check num_classes "
+                "(the head's output size) against the labels in your data. " + text[:300])
     return text[:500]
 
 
@@ -535,4 +760,5 @@ def clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 __all__ = ["Control", "State", "StepContext", "TrainingError", "Callback", "EVENTS", "fit", "evaluate",
            "predict", "supervised_step", "pick_device", "pick_precision", "autocast", "seed_everything",
            "seed_worker", "loader", "to_device", "lr_factor", "clone_weights", "friendly_error",
-           "split_batch", "forward"]
+           "split_batch", "forward", "DataError", "check_labels", "reseed_loader", "DivergenceGuard",
+           "OptimizerStep"]
