@@ -15,7 +15,8 @@ the quiz says which.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 __all__ = ["Option", "Question", "Quiz", "for_chapter", "find", "records_table"]
@@ -146,12 +147,16 @@ def build(title: str, sources: Sequence[QuestionSource], records: Iterable[dict[
     questions, skipped = [], []
     for s in sources:
         if isinstance(s, Question):
-            questions.append(s)
-            continue
-        try:
-            questions.append(s(table))
-        except KeyError as e:
-            skipped.append(f"{(s.__doc__ or s.__name__).strip().splitlines()[0]} (needs {e.args[0]})")
+            q = s
+        else:
+            try:
+                q = s(table)
+            except KeyError as e:
+                skipped.append(f"{(s.__doc__ or s.__name__).strip().splitlines()[0]} (needs {e.args[0]})")
+                continue
+        options = list(q.options)
+        random.Random(q.prompt).shuffle(options)  # the right answer is not always first; same order every run
+        questions.append(replace(q, options=tuple(options)))
     return Quiz(title, questions, skipped)
 
 
