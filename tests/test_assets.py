@@ -56,7 +56,9 @@ def server():
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
+    # one folder for assets and writes (what a user gets without TLKIT_HOME); test_shared_assets.py splits them
     monkeypatch.setenv("TLKIT_HOME", str(tmp_path / "tlkit-home"))
+    monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "tlkit-home"))
     monkeypatch.delenv("TLKIT_OFFLINE", raising=False)
     return tmp_path / "tlkit-home"
 

@@ -20,7 +20,8 @@ def result(tmp_path_factory):
     home = tmp_path_factory.mktemp("ch3home")
     # one thread: smoke tensors are tiny, and on shared CI machines two spinning OpenMP threads per
     # process slow convolutions down ~10x; the chapter itself keeps PyTorch's default.
-    return run_notebook(NOTEBOOK, smoke=True, out_dir=out, env={"TLKIT_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    return run_notebook(NOTEBOOK, smoke=True, out_dir=out, env={"TLKIT_HOME": str(home), "TLKIT_CACHE": str(home),
+                                                                      "OMP_NUM_THREADS": "1"})
 
 
 def _records(records, method, metric):

@@ -22,8 +22,9 @@ def pretrained():
 
 @pytest.fixture(autouse=True)
 def _home(tmp_path, monkeypatch):
-    # feature caches must land in a temporary TLKIT_HOME, never in ~/.cache or the working directory
+    # feature caches must land in a temporary TLKIT_CACHE, never in ~/.cache or the working directory
     monkeypatch.setenv("TLKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "home"))
 
 
 def _clothes(n_per_class: int = 2, split: str = "test"):

