@@ -21,7 +21,7 @@ def _sentiment(domain: str, neutral: float = 0.5) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=None)
-def _digits(name: str, seed: int = 0):
+def _digits(name: str, seed: int | None = None):
     return data.load_digits(name, seed=seed)
 
 
@@ -138,7 +138,9 @@ def test_mnist_m_is_a_deterministic_colour_blend():
     assert np.abs(X[:, 0] - X[:, 1]).mean() > 0.02
     ink = Xs[:, 0] > 0.9
     assert abs(X.mean(1)[ink].mean() - X.mean(1)[~ink].mean()) < 0.3
-    assert data.load_digits("mnist_m", size=32, rgb=False)[0].shape == (5000, 3, 32, 32)  # always RGB
+    assert data.load_digits("mnist_m", size=32)[0].shape == (5000, 3, 32, 32)  # colour by default
+    grey = data.load_digits("mnist_m", size=32, rgb=False)[0]  # asked for grey: honoured, not ignored
+    assert grey.shape == (5000, 1, 32, 32) and np.allclose(grey[:, 0], data.load_digits("mnist_m", size=32)[0].mean(1))
 
 
 def test_unknown_digit_set():

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import numbers
+import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -83,7 +85,7 @@ def _online_sentiment(domain: str, split: str) -> pd.DataFrame:
                          "domain": domain, "id": [f"{split}-{i}" for i in range(len(df))]})
 
 
-def load_sentiment(domain: str, *, neutral: float = 0.5, split: str = "train") -> pd.DataFrame:
+def load_sentiment(domain: str, *, neutral: float | None = None, split: str | None = None) -> pd.DataFrame:
     """Sentiment snippets of one domain as a DataFrame with columns
     ``text`` (str), ``label`` (int64: 1 positive, 0 negative), ``score`` (float32), ``domain`` (str).
 
@@ -95,16 +97,27 @@ def load_sentiment(domain: str, *, neutral: float = 0.5, split: str = "train") -
     Four domains with one label space make a natural cross-domain transfer benchmark.
 
     Online domains "sst2", "imdb", "amazon_polarity" (Hugging Face; ``split`` = "train" or "test")
-    are binary already; their ``score`` is +1/-1 and ``neutral`` is ignored. Amazon polarity's
+    are binary already; their ``score`` is +1/-1. Amazon polarity's
     train split holds 3.6M reviews (GBs in memory): on small machines use ``split="test"`` (400k).
     A fifth column ``id`` (str) identifies each row in its source file, so splits can be audited.
+    An argument that does not apply to the domain (``split`` for a VADER domain, which is one file;
+    ``neutral`` for an online one) raises a ``ValueError`` rather than being ignored.
     """
     if domain in ONLINE_SENTIMENT:
-        return _online_sentiment(domain, split)
+        if neutral is not None:
+            raise ValueError(f"neutral applies only to the VADER domains ({', '.join(VADER_FILES)}); {domain!r} "
+                             "has binary labels already: drop neutral=")
+        return _online_sentiment(domain, "train" if split is None else split)
     if domain not in VADER_FILES:
         raise ValueError(f"unknown sentiment domain {domain!r}; known domains: {', '.join(SENTIMENT_DOMAINS)}")
-    if neutral < 0:
-        raise ValueError(f"neutral must be >= 0 (a threshold on |mean rating|), got {neutral}")
+    if split is not None:
+        raise ValueError(f"split={split!r} applies only to the online domains ({', '.join(ONLINE_SENTIMENT)}); "
+                         f"{domain!r} is one file: load it whole and make train/valid/test parts with "
+                         "data.split(df, seed=0)")
+    neutral = 0.5 if neutral is None else neutral
+    if isinstance(neutral, bool) or not isinstance(neutral, numbers.Real) or not 0 <= neutral < 4:
+        raise ValueError(f"neutral must be >= 0 and < 4 (a threshold on |mean rating|, on the -4..4 scale), "
+                         f"got {neutral!r}; the default 0.5 drops near-neutral snippets, 0 keeps them")
     df = _read_vader(assets.locate("vader-sentiment") / VADER_FILES[domain], domain)
     keep = (df["score"].abs() >= neutral) & (df["score"] != 0)
     df = df[keep].reset_index(drop=True)
@@ -115,6 +128,12 @@ def load_sentiment(domain: str, *, neutral: float = 0.5, split: str = "train") -
 # --------------------------------------------------------------------------------------------
 # Splits and label budgets
 # --------------------------------------------------------------------------------------------
+
+def _not_empty(what: str, n: int) -> None:
+    if n == 0:
+        raise ValueError(f"{what} got no rows (an empty table), so there is nothing to choose from: check the "
+                         "filter, split or budget that produced it (e.g. a neutral threshold that dropped everything)")
+
 
 class Split(NamedTuple):
     """Train / valid / test DataFrames (each with a fresh 0..n-1 index)."""
@@ -156,6 +175,7 @@ def split(df: pd.DataFrame, *, valid: float = 0.1, test: float = 0.2, seed: int 
         raise ValueError(f"valid and test must be fractions with valid + test < 1, got valid={valid}, test={test}")
     if label not in df.columns:
         raise ValueError(f"split needs a {label!r} column; columns are {list(df.columns)}")
+    _not_empty("split", len(df))
     tr, va, te = _split_indices(df[label].to_numpy(), (valid, test), seed)
     take = lambda ix: df.iloc[ix].reset_index(drop=True)  # noqa: E731
     return Split(take(tr), take(va), take(te))
@@ -170,6 +190,7 @@ def budget_indices(y, n_per_class: int | None, *, seed: int = 0) -> np.ndarray:
     Raises ``ValueError`` when some class has fewer than ``n_per_class`` examples.
     """
     y = np.asarray(y)
+    _not_empty("budget", len(y))
     if n_per_class is None:
         return np.arange(len(y))
     if int(n_per_class) != n_per_class or n_per_class < 1:
@@ -202,6 +223,7 @@ def split_arrays(X, y, *, test: float = 0.2, seed: int = 0):
     y_np = np.asarray(y)
     if len(y_np) != len(X):
         raise ValueError(f"X has {len(X)} rows but y has {len(y_np)}")
+    _not_empty("split_arrays", len(y_np))
     tr, te = _split_indices(y_np, (test,), seed)
     return X[tr], y[tr], X[te], y[te]
 
@@ -343,8 +365,42 @@ def _torchvision_digits(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y.astype(np.int64)
 
 
-def load_digits(name: str, *, size: int = 28, rgb: bool = False, seed: int = 0,
-                split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+DIGIT_SIZES = (8, 224)  # pixels: UCI's native 8 up to the 224 of ImageNet backbones
+
+
+def _check_digit_args(name: str, size: Any, rgb: Any, seed: Any, split: Any) -> None:
+    """Refuse arguments of the wrong type or range, and those that would not change the result for ``name``."""
+    lo, hi = DIGIT_SIZES
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not lo <= size <= hi:
+        raise ValueError(f"size must be a whole number of pixels from {lo} to {hi}, got {size!r}; for bigger "
+                         "inputs resize per batch (e.g. a torchvision Resize in the Dataset), not all images at once")
+    if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
+        raise ValueError(f"rgb must be True, False or None, got {rgb!r}")
+    if seed is not None and name != "mnist_m":
+        raise ValueError(f"seed applies only to 'mnist_m' (it draws the photo patches); {name!r} has a fixed row "
+                         "order: draw seeded subsets with data.split_arrays(X, y, seed=...) or data.budget_indices")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    if split is not None and name in ("mnist", "uci", "mnist_m"):
+        raise ValueError(f"split={split!r} applies only to the online sets (mnist_full, usps, svhn); {name!r} is "
+                         "one set: make train/test parts with data.split_arrays(X, y, seed=0)")
+
+
+def _check_memory(name: str, n: int, channels: int, size: int) -> None:
+    """Refuse a resize whose result cannot fit in this machine's memory (instead of a MemoryError)."""
+    need = n * channels * size * size * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not available on this OS: let numpy try
+        return
+    if need > total // 2:
+        raise ValueError(f"load_digits({name!r}, size={size}) would need {need / 1e9:.1f} GB for {n:,} images "
+                         f"({channels} channel(s), float32) on a machine with {total / 1e9:.0f} GB: use a smaller "
+                         "size, or resize per batch in the Dataset")
+
+
+def load_digits(name: str, *, size: int = 28, rgb: bool | None = None, seed: int | None = None,
+                split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Digit images ``X`` (N, C, size, size) float32 in [0, 1] (white digit on black, like MNIST)
     and labels ``y`` (N,) int64 in 0..9.
 
@@ -355,22 +411,24 @@ def load_digits(name: str, *, size: int = 28, rgb: bool = False, seed: int = 0,
     "mnist" and "mnist_m" is the same digit. Online via torchvision:
     "mnist_full" (60k/10k), "usps", "svhn" (RGB house numbers), with ``split`` "train"/"test".
     ``rgb=True`` repeats grey images over 3 channels (for ImageNet backbones); ``rgb=False`` turns
-    colour images grey (mean of channels), except "mnist_m", which is always RGB.
+    colour images grey (mean of channels); the default (None) keeps "mnist_m" in colour and makes the
+    others grey. ``size`` runs from 8 to 224 pixels. ``seed`` (only "mnist_m") and ``split`` (only the
+    online sets) raise a ``ValueError`` where they would change nothing, instead of being ignored.
     """
-    if size < 8:
-        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    if name not in DIGIT_SETS:
+        raise ValueError(f"unknown digit set {name!r}; known: {', '.join(DIGIT_SETS)}")
+    _check_digit_args(name, size, rgb, seed, split)
     if name == "mnist":
         X, y = _mnist5k()
     elif name == "uci":
         X, y = _uci()
     elif name == "mnist_m":
-        X, y = _mnist_m(seed)
-        return _resize(X, size), y
-    elif name in ("mnist_full", "usps", "svhn"):
-        X, y = _torchvision_digits(name, split)
+        X, y = _mnist_m(0 if seed is None else int(seed))
+        rgb = True if rgb is None else rgb
     else:
-        raise ValueError(f"unknown digit set {name!r}; known: {', '.join(DIGIT_SETS)}")
-    X = _resize(X, size)
+        X, y = _torchvision_digits(name, "train" if split is None else split)
+    _check_memory(name, len(X), max(X.shape[1], 3 if rgb else 1), int(size))
+    X = _resize(X, int(size))
     if rgb and X.shape[1] == 1:
         X = np.repeat(X, 3, axis=1)
     elif not rgb and X.shape[1] == 3:
