@@ -67,12 +67,13 @@ class Extra:
         ok = {"checkbox": lambda v: isinstance(v, bool),
               "dropdown": lambda v: v in self.choices,
               "slider": lambda v: _is_num(v) and self.lo <= v <= self.hi
-              and (isinstance(v, int) or not isinstance(self.default, int)),
+              and (not isinstance(self.default, int) or (isinstance(v, int) and (v - self.lo) % self.step == 0)),
               "number": lambda v: _is_num(v) and (isinstance(v, int) or not isinstance(self.default, int)),
               "text": lambda v: isinstance(v, str)}[self.kind]
         if not ok(value):
             want = {"checkbox": "True or False", "dropdown": f"one of {list(self.choices)}",
-                    "slider": f"a {'whole ' if isinstance(self.default, int) else ''}number from {self.lo} to {self.hi}",
+                    "slider": (f"a whole number from {self.lo} to {self.hi} in steps of {self.step}"
+                               if isinstance(self.default, int) else f"a number from {self.lo} to {self.hi}"),
                     "number": f"a {'whole ' if isinstance(self.default, int) else ''}number", "text": "a string"}
             raise ConfigError(f"{self.name}: {value!r} is not allowed; expected {want[self.kind]}")
         return value

@@ -559,7 +559,11 @@ class TrainPanel(runs.Listener):
 
     def set(self, **settings: Any) -> "TrainPanel":
         """Set controls from code (see the module docstring); bad values raise ``ConfigError`` naming the field."""
-        self.manager.set(**settings)
+        try:
+            self.manager.set(**settings)
+        except (ConfigError, surgery.GroupError) as exc:
+            self.say(str(exc), "error")
+            raise
         return self
 
     def train(self, block: bool = True, **settings: Any) -> train.State | Run:
