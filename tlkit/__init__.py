@@ -45,10 +45,14 @@ def resolve_preset(preset: str = "auto", smoke: bool | None = None, cuda: bool |
 
 def check() -> str:
     """Print and return one line on what will happen here: GPU or CPU preset, offline
-    assets present or what to install, widget support, platform (the short ``tlkit env``)."""
+    assets present or what to install, widget support, platform (the short ``tlkit env``),
+    and PyTorch's CPU threads, which it first sets from the CPU limit this process really has
+    (cgroup quota, affinity mask; see :mod:`tlkit.resources`) unless the user chose a count."""
     from .cli import summary_line
+    from .resources import apply_cpu_limit
 
-    line = summary_line()
+    threads = apply_cpu_limit()
+    line = f"{summary_line()}; {threads}"
     print(line)
     return line
 
