@@ -4,6 +4,8 @@
     tlkit run 01 --smoke           # execute chapter 1 headless, print its results
     tlkit run --all --out runs/    # every chapter; executed copies + results.json in runs/
     tlkit assets list              # offline assets: present?, source, size, license
+    tlkit notebooks DIR            # copy the chapters bundled with the install into DIR
+    tlkit lab [DIR]                # copy them (first time) and open DIR in JupyterLab
 """
 from __future__ import annotations
 
@@ -84,9 +86,9 @@ def summary_line(info: dict | None = None) -> str:
     from . import resolve_preset
 
     try:
-        preset = resolve_preset("auto", cuda=info["cuda"])
-    except ValueError:  # a bad TLKIT_PRESET: the parameters cell reports it; this line just informs
-        preset = "gpu" if info["cuda"] else "cpu"
+        preset = f"preset '{resolve_preset('auto', cuda=info['cuda'])}'"
+    except ValueError as exc:  # a bad TLKIT_PRESET: chapters refuse to start, so say so here too
+        preset = f"NO preset: {exc} (chapters will refuse to start)"
     assets = info["offline_assets"]
     if isinstance(assets, dict):
         missing = [k for k, v in assets.items() if not v]
@@ -95,7 +97,7 @@ def summary_line(info: dict | None = None) -> str:
     else:
         asset_txt = f"offline assets {assets}"
     widgets = "widgets ok" if info["ipywidgets"] != "not installed" else "ipywidgets missing: pip install ipywidgets"
-    return f"{device} -> preset '{preset}'; {asset_txt}; {widgets}; platform {info['platform']}"
+    return f"{device} -> {preset}; {asset_txt}; {widgets}; platform {info['platform']}"
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -109,8 +111,9 @@ def cmd_env(args: argparse.Namespace) -> int:
             v = ", ".join(f"{name}: {'present' if ok else 'missing'}" for name, ok in v.items())
         print(f"{k:<{width}}  {v}")
     print()
-    print(summary_line(info))
-    return 0
+    line = summary_line(info)
+    print(line)
+    return 1 if "NO preset" in line else 0
 
 
 # --------------------------------------------------------------------------- run
@@ -132,7 +135,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    problem = _unwritable(out)
+    if problem:
+        print(f"tlkit run: cannot write results to --out {out}: {problem}; pass a writable folder, "
+              "e.g. --out runs", file=sys.stderr)
+        return 2
     results, failed = [], []
     for path in paths:
         print(f"running {path.stem} ({'smoke' if args.smoke else 'full'}"
@@ -154,6 +161,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _unwritable(folder: Path) -> str:
+    """'' when ``folder`` exists (or was created) and takes files, else why not, before any chapter runs."""
+    if folder.exists() and not folder.is_dir():
+        return "it is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".tlkit-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds > 0, got {text!r}")
+    return value
+
+
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         print("(no results recorded)")
@@ -168,6 +199,35 @@ def _print_table(rows: list[dict]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
+# --------------------------------------------------------------------------- notebooks, lab
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from . import runner
+
+    try:
+        copied, kept = runner.copy_notebooks(args.dir, force=args.force)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"error: could not copy the chapters into {args.dir}: {exc}", file=sys.stderr)
+        return 2
+    for path in copied:
+        print(f"copied {path}")
+    for path in kept:
+        print(f"kept   {path} (already there; --force replaces it, losing changes made in it)")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    if cmd_notebooks(args) != 0:
+        return 2
+    jupyter = shutil.which("jupyter") or shutil.which("jupyter", path=str(Path(sys.executable).parent))
+    if jupyter is None:
+        print("error: jupyter is not installed here; pip install jupyterlab, then run tlkit lab again", file=sys.stderr)
+        return 2
+    return subprocess.call([jupyter, "lab", str(args.dir), *args.lab_args])
+
+
 # --------------------------------------------------------------------------- assets
 def cmd_assets(args: argparse.Namespace) -> int:
     from . import assets
@@ -180,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="tlkit", description="tlkit: a Jupyter-native kit for teaching transfer learning")
     p.add_argument("--version", action="version", version=f"tlkit {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{env,run,assets}")
+    sub = p.add_subparsers(dest="command", metavar="{env,run,assets,notebooks,lab}")
     e = sub.add_parser("env", help="versions, device, Colab/Binder detection, offline assets present")
     e.add_argument("--json", action="store_true", help="print as JSON")
     e.set_defaults(func=cmd_env)
@@ -190,13 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--smoke", action="store_true", help="tiny data and epochs (TLKIT_SMOKE=1): seconds per chapter")
     r.add_argument("--out", default="runs", help="folder for executed notebooks and results.json (default: runs)")
     r.add_argument("--notebooks", help="folder holding the chapters (default: the repository's notebooks/)")
-    r.add_argument("--timeout", type=int, default=1800, help="seconds a cell may run (default 1800)")
+    r.add_argument("--timeout", type=_positive_int, default=1800, help="seconds a cell may run (default 1800)")
     r.add_argument("--preset", choices=("auto", "cpu", "gpu"), default="auto",
                    help="sizes the chapters use (default auto: gpu when CUDA is available, else cpu)")
     r.set_defaults(func=cmd_run)
     a = sub.add_parser("assets", help="list, install or verify offline models and datasets", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
     a.set_defaults(func=cmd_assets)
+    n = sub.add_parser("notebooks", help="copy the chapter notebooks bundled with tlkit into a folder")
+    n.add_argument("dir", help="folder to copy them into (created if needed)")
+    n.add_argument("--force", action="store_true", help="overwrite chapters already there (loses changes in them)")
+    n.set_defaults(func=cmd_notebooks)
+    lab = sub.add_parser("lab", help="copy the chapters into a folder (first time) and open it in JupyterLab")
+    lab.add_argument("dir", nargs="?", default="tlkit-notebooks", help="folder (default: ./tlkit-notebooks)")
+    lab.add_argument("--force", action="store_true", help="overwrite chapters already there")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab (after --)")
+    lab.set_defaults(func=cmd_lab)
     return p
 
 
