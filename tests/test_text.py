@@ -224,14 +224,17 @@ def test_load_classifier_names_the_fix_when_a_model_is_missing(monkeypatch):
     assert "bert-base-uncased" in msg
 
 
-def test_frozen_groups_train_the_last_layers_and_keep_word_embeddings_frozen():
+def test_top_layers_train_the_last_layers_and_keep_word_embeddings_frozen():
     m = tiny_model(num_layers=3)
-    assert text.frozen_groups(m, 0) == ("word_embeddings", "embeddings", "layer0", "layer1", "layer2")
-    assert text.frozen_groups(m, 1) == ("word_embeddings", "embeddings", "layer0", "layer1")
-    assert text.frozen_groups(m, 3) == ("word_embeddings",)
-    assert text.frozen_groups(m, 3, freeze_word_embeddings=False) == ()
+    groups = surgery.layer_groups(m)
+    frozen = lambda k, **kw: text.top_layers(m, k, **kw)(groups).frozen  # noqa: E731
+    assert frozen(0) == ("word_embeddings", "embeddings", "layer0", "layer1", "layer2")
+    assert frozen(1) == ("word_embeddings", "embeddings", "layer0", "layer1")
+    assert frozen(3) == ("word_embeddings",)
+    assert frozen(3, freeze_word_embeddings=False) == ()
     with pytest.raises(ValueError, match="between 0"):
-        text.frozen_groups(m, 4)
+        text.top_layers(m, 4)
+    assert list(text.layer_recipes(m)) == ["finetune_top0", "finetune_top1", "finetune_top2", "finetune_all"]
 
 
 def test_fine_tuning_moves_trained_layers_only(tok):
@@ -254,6 +257,9 @@ def test_fine_tuning_moves_trained_layers_only(tok):
     assert change["word_embeddings"] == 0.0 and all(change[f"layer{i}"] > 0 for i in range(3))
     with pytest.raises(ValueError, match="model="):
         text.finetune_config(10, train_last=1)
+    with pytest.raises(ValueError, match="not both"):
+        text.finetune_config(10, train_last=1, recipe=text.top_layers(m, 1), model=m)
+    assert text.finetune_config(10, model=m, recipe=text.top_layers(m, 1)) == text.finetune_config(10, train_last=1, model=m)
 
 
 def test_cls_pooling_uses_the_stock_head_and_reset_head_is_seeded():

@@ -181,7 +181,8 @@ def test_train_linear_learns_separable_features():
 def test_finetune_last_n_keeps_frozen_batchnorm_statistics():
     torch.manual_seed(0)
     net = vision.classifier("mobilenet_v2", num_classes=10, seed=0)
-    cfg = vision.finetune_config(net, "last", n=2, base=TrainConfig(epochs=1, max_steps=2, batch_size=8, device="cpu"))
+    cfg = vision.cnn_recipes()["fine-tune last N"](surgery.layer_groups(net), n=2,
+                                                   base=TrainConfig(epochs=1, max_steps=2, batch_size=8, device="cpu"))
     assert cfg.frozen == ("stem", "block1", "block2", "block3", "block4") and cfg.train_bn is False
     before = surgery.snapshot(surgery.layer_groups(net))
     X, y = _clothes(2, "train")
@@ -195,14 +196,22 @@ def test_finetune_last_n_keeps_frozen_batchnorm_statistics():
     assert not torch.equal(before["head.0.1.weight"], after["head.0.1.weight"])  # the head did train
 
 
-def test_finetune_all_gives_the_body_a_smaller_lr():
+def test_sweep_recipes_are_the_chapter_decisions():
+    """The configs the sweep trains with, exactly as the old mode strings produced them."""
     net = vision.classifier("mobilenet_v2", num_classes=10)
-    cfg = vision.finetune_config(net, "all", base=TrainConfig(lr=1e-3), backbone_lr_mult=0.1)
-    assert cfg.frozen == () and cfg.train_bn is True
-    lrs = surgery.group_lrs(surgery.layer_groups(net), cfg.lr, cfg.lr_decay, cfg.lrs)
+    groups = surgery.layer_groups(net)
+    base = TrainConfig(lr=1e-3, lr_decay=1.0, seed=3, max_steps=40, weight_decay=1e-2)
+    table = vision.cnn_recipes(vision.SweepSettings(last_n=3, backbone_lr_mult=0.1))
+    assert [r.pretrained for r in table.values()] == [False, True, True]
+    last = table["fine-tune last N"](groups, base=base)
+    assert last == dataclasses.replace(base, frozen=("stem", "block1", "block2", "block3"), train_bn=False, lrs=None)
+    full = table["fine-tune all"](groups, base=base)
+    assert full == dataclasses.replace(base, frozen=(), train_bn=True,
+                                       lrs={g: 1e-3 * 0.1 for g in ("stem", "block1", "block2", "block3", "block4", "top")})
+    lrs = surgery.group_lrs(groups, full.lr, full.lr_decay, full.lrs)
     assert lrs["head"] == pytest.approx(1e-3) and lrs["stem"] == pytest.approx(1e-4)
-    with pytest.raises(ValueError, match="mode"):
-        vision.finetune_config(net, "some")
+    scratch = table["MobileNetV2 (scratch)"](groups, base=base)
+    assert scratch == dataclasses.replace(base, frozen=(), train_bn=True, lrs=None, lr_decay=1.0)
 
 
 def test_recalibrate_bn_sets_running_stats_to_the_data_statistics():
@@ -222,7 +231,8 @@ def test_budget_sweep_runs_every_method_on_the_same_draw():
     Xt, yt = _clothes(2, "test")
     s = vision.SweepSettings(size=32, feature_size=32, steps=2, batch_size=8, linear_epochs=3, small_cnn_steps=2, device="cpu")
     run = vision.BudgetSweep(X, y, Xt, yt, s)
-    for method in vision.METHODS:
+    assert sorted(run.methods) == sorted(vision.METHODS)
+    for method in run.methods:
         out = run(method=method, budget=2, seed=0)
         assert set(out) == {"acc", "bacc", "train_s"} and 0.0 <= out["acc"] <= 1.0, method
     with pytest.raises(ValueError, match="unknown method"):

@@ -31,10 +31,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import recipes
 from .config import TrainConfig
 
 PAD, UNK = "<pad>", "<unk>"
-STRATEGIES = ("random", "frozen", "fine-tuned")
+# The chapter's three strategies as recipes over MeanPoolClassifier's groups (embedding, head):
+# "random" and "fine-tuned" train both, "frozen" only the head; "random" starts without GloVe.
+STRATEGY_RECIPES = {
+    "random": recipes.Recipe(recipes.all_layers, {"train_bn": False}, pretrained=False),
+    "frozen": recipes.Recipe(recipes.head_only),
+    "fine-tuned": recipes.Recipe(recipes.all_layers, {"train_bn": False}),
+}
+STRATEGIES = tuple(STRATEGY_RECIPES)
 
 # --------------------------------------------------------------------------- tokeniser
 # GloVe 6B was trained on lower-cased, Stanford-tokenised text: "don't" is "do" + "n't",
@@ -268,6 +276,8 @@ class MeanPoolClassifier(nn.Module):
     the panel freeze the vectors by name.
     """
 
+    GROUPS: ClassVar[tuple[str, str]] = ("embedding", "head")
+
     def __init__(self, embedding: nn.Embedding, n_classes: int = 2, hidden: int = 64, dropout: float = 0.2):
         super().__init__()
         self.embedding = embedding
@@ -286,7 +296,7 @@ class MeanPoolClassifier(nn.Module):
         return self.head(self.pool(ids))
 
     def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
-        return [("embedding", [self.embedding]), ("head", [self.head])]
+        return list(zip(self.GROUPS, ([self.embedding], [self.head])))
 
 
 # --------------------------------------------------------------------------- data
@@ -368,7 +378,7 @@ class SentimentTask:
         if method not in STRATEGIES:
             raise ValueError(f"unknown strategy {method!r}; choose one of {STRATEGIES}")
         torch.manual_seed(seed)  # the MLP's init
-        kv = None if method == "random" else self.kv
+        kv = self.kv if STRATEGY_RECIPES[method].pretrained else None
         emb = init_embedding(self.vocab, kv, seed=seed, scale=self.scale, rows=self.rows if kv is not None else None)
         return MeanPoolClassifier(emb, n_classes=2, hidden=self.hidden)
 
@@ -379,12 +389,16 @@ class SentimentTask:
     def config(self, method: str, n_train: int, seed: int = 0) -> TrainConfig:
         """Adam at ``lr`` for about ``steps`` updates whatever the budget (at least one epoch):
         tiny budgets get many passes over their few snippets, "all" gets a few epochs at a
-        larger batch. The same step count for every strategy keeps the comparison fair."""
+        larger batch. The same step count for every strategy keeps the comparison fair.
+        What is frozen is the strategy's recipe (``STRATEGY_RECIPES``)."""
+        if method not in STRATEGY_RECIPES:
+            raise ValueError(f"unknown strategy {method!r}; choose one of {STRATEGIES}")
         batch = self.batch_for(n_train)
         steps_per_epoch = max(1, math.ceil(n_train / batch))
         epochs = max(1, round(self.steps / steps_per_epoch))
-        return TrainConfig(epochs=epochs, lr=self.lr, batch_size=batch, optimizer="adam",
-                           frozen=("embedding",) if method == "frozen" else (), seed=seed, device=self.device)
+        base = TrainConfig(epochs=epochs, lr=self.lr, batch_size=batch, optimizer="adam", seed=seed,
+                           device=self.device)
+        return STRATEGY_RECIPES[method](MeanPoolClassifier.GROUPS, base=base)
 
     def loaders(self, budget: int | None, seed: int = 0, batch_size: int | None = None):
         """(train loader over ``budget`` labelled snippets per class, {name: test loader})."""
@@ -484,4 +498,4 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 __all__ = ["PAD", "UNK", "STRATEGIES", "tokenize", "Vocab", "build_vocab", "OOVReport", "oov_report",
            "pretrained_rows", "init_embedding", "vector_scale", "MeanPoolClassifier", "TextDataset", "collate",
-           "SentimentTask", "moved_most", "neighbours", "compare_neighbours", "pca_2d"]
+           "SentimentTask", "STRATEGY_RECIPES", "moved_most", "neighbours", "compare_neighbours", "pca_2d"]

@@ -50,9 +50,9 @@ def _config(base: TrainConfig | None, cfg: Mapping[str, Any], **decided: Any) ->
     return dataclasses.replace(base or TrainConfig(), **cfg, **decided)
 
 
-def last_n(groups: Groups, n: int, *, keep_frozen: Iterable[str] = (), train_bn: bool = False,
+def last_n(groups: Groups, n: int | None, *, keep_frozen: Iterable[str] = (), train_bn: bool = False,
            base: TrainConfig | None = None, **cfg: Any) -> TrainConfig:
-    """Train the last ``n`` groups (``n=1``: the head only), freeze the rest.
+    """Train the last ``n`` groups (``n=1``: the head only; ``None``: all), freeze the rest.
 
     ``keep_frozen`` names groups that stay frozen even among the last ``n`` (chapter 2's
     word-embedding matrix). BatchNorm layers in frozen groups stay in eval mode unless
@@ -60,6 +60,7 @@ def last_n(groups: Groups, n: int, *, keep_frozen: Iterable[str] = (), train_bn:
     Per-group LRs come from ``lr``/``lr_decay`` (explicit ``lrs`` are cleared).
     """
     names = group_names(groups)
+    n = len(names) if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(names):
         raise surgery.GroupError(f"last_n: n must be a whole number between 1 (head only) and {len(names)} "
                                  f"(all of {names}), got {n!r}")

@@ -8,8 +8,7 @@ The pieces, in the order the chapter uses them:
     dl = text_loader(ds, 32, shuffle=True, seed=0)      # length buckets + per-batch padding
     model = load_classifier("minilm-l6", num_labels=2)  # BertClassifier: groups word_embeddings,
                                                         # embeddings, layer0..5, head
-    cfg = TrainConfig(lr=2e-4, lr_decay=0.8, schedule="linear", warmup=0.1,
-                      frozen=frozen_groups(model, train_last=2))
+    cfg = finetune_config(len(ds), recipe=top_layers(model, 2))   # head + last 2 layers, LR x0.8 per layer down
     train.fit(model, dl, valid_dl, cfg)
     X = FeatureCache().features(model, tok, texts)      # frozen mean-pooled sentence embeddings
     runner = FineTuneRunner(...); runner.run(method, budget, seed)   # for tlkit.sweep.sweep
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import surgery
+from . import recipes, surgery
 from .memory import release_memory
 from .config import TrainConfig
 
@@ -199,23 +198,27 @@ def reset_head(model: BertClassifier, seed: int = 0) -> None:
         lin.bias.zero_()
 
 
-def frozen_groups(model: nn.Module, train_last: int, *, freeze_word_embeddings: bool = True) -> tuple[str, ...]:
-    """Names of the groups to freeze so that the head and the last ``train_last`` encoder
-    layers train (``train_last = num_layers`` also trains the position embeddings and
-    LayerNorm). The word-embedding matrix stays frozen unless ``freeze_word_embeddings=False``.
-    Pass the result as ``TrainConfig(frozen=...)``.
+def top_layers(model: nn.Module, train_last: int, *, freeze_word_embeddings: bool = True) -> recipes.Recipe:
+    """The recipe that trains the head and the last ``train_last`` encoder layers.
+
+    ``train_last = num_layers`` also trains the position embeddings and LayerNorm; the
+    word-embedding matrix stays frozen unless ``freeze_word_embeddings=False`` (and all
+    layers train). Call the result on the groups: ``top_layers(m, 2)(groups, lr=2e-4)``.
     """
-    names = [g.name for g in surgery.layer_groups(model)]
-    layers = [n for n in names if n.startswith("layer")]
+    layers = [n for n in surgery.group_names(surgery.layer_groups(model)) if n.startswith("layer")]
     if not 0 <= train_last <= len(layers):
         raise ValueError(f"train_last must be between 0 (head only) and {len(layers)} (all encoder layers), "
                          f"got {train_last}")
-    frozen = set(layers[: len(layers) - train_last])
     if train_last < len(layers):
-        frozen.add("embeddings")
-    if freeze_word_embeddings or train_last < len(layers):
-        frozen.add("word_embeddings")
-    return tuple(n for n in names if n in frozen)
+        return recipes.Recipe(recipes.last_n, {"n": train_last + 1})
+    return recipes.Recipe(recipes.last_n, {"n": None, "keep_frozen": ("word_embeddings",) if freeze_word_embeddings else ()})
+
+
+def layer_recipes(model: BertClassifier) -> dict[str, recipes.Recipe]:
+    """``{"finetune_top0": ..., "finetune_top<k>": ..., "finetune_all": ...}``: a ``top_layers``
+    recipe per number of trained encoder layers (the ``FineTuneRunner``'s default methods)."""
+    n = model.num_layers
+    return {**{f"finetune_top{k}": top_layers(model, k) for k in range(n)}, "finetune_all": top_layers(model, n)}
 
 
 # --------------------------------------------------------------------------- data: dynamic padding
@@ -545,19 +548,23 @@ def weight_change(before: Mapping[str, torch.Tensor], model: nn.Module, groups: 
 def finetune_config(n_train: int, *, batch_size: int = 16, lr: float = 2e-4, lr_decay: float = 0.8,
                     epochs: int = 2, min_steps: int = 30, warmup: float = 0.1, schedule: str = "linear",
                     grad_clip: float | None = 1.0, weight_decay: float = 0.01, train_last: int | None = None,
-                    model: nn.Module | None = None, **kw: Any) -> TrainConfig:
-    """The chapter's fine-tuning recipe: AdamW, head LR ``lr``, each group below ``lr_decay`` times
-    the one above, a ``warmup`` ramp then linear decay, gradient clipping; epochs stretched so tiny
-    label budgets still get ``min_steps`` updates. ``train_last`` (with ``model``) freezes all but the
-    head and the last ``train_last`` encoder layers (``frozen_groups``). ``kw``: other TrainConfig fields."""
+                    model: nn.Module | None = None, recipe: recipes.Recipe | None = None, **kw: Any) -> TrainConfig:
+    """The chapter's optimisation settings: AdamW, head LR ``lr``, each group below ``lr_decay`` times
+    the one above (layer-wise LR decay), a ``warmup`` ramp then linear decay, gradient clipping;
+    epochs stretched so tiny label budgets still get ``min_steps`` updates. What is frozen comes
+    from ``recipe`` (with ``model``, for its groups), or ``train_last`` = ``top_layers(model,
+    train_last)``; neither leaves ``requires_grad`` as it is. ``kw``: other TrainConfig fields."""
     steps_per_epoch = max(1, math.ceil(n_train / batch_size))
     epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    if train_last is not None and model is None:
-        raise ValueError("finetune_config(train_last=...) needs model= to know the layer groups")
-    frozen = frozen_groups(model, train_last) if train_last is not None else None
-    return TrainConfig(epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, optimizer="adamw",
-                       weight_decay=weight_decay, schedule=schedule, warmup=warmup, grad_clip=grad_clip,
-                       frozen=frozen, **kw)
+    if (train_last is not None or recipe is not None) and model is None:
+        raise ValueError("finetune_config(train_last=/recipe=...) needs model= to know the layer groups")
+    if train_last is not None and recipe is not None:
+        raise ValueError("give train_last or recipe, not both")
+    base = TrainConfig(epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, optimizer="adamw",
+                       weight_decay=weight_decay, schedule=schedule, warmup=warmup, grad_clip=grad_clip, **kw)
+    if train_last is not None:
+        recipe = top_layers(model, train_last)
+    return recipe(surgery.layer_groups(model), base=base) if recipe is not None else base
 
 
 class _WeightSnapshot(collections.abc.Mapping):
@@ -590,8 +597,9 @@ class _WeightSnapshot(collections.abc.Mapping):
 class FineTuneRunner:
     """One tokenised training pool and test sets, shared by every (method, budget, seed) run.
 
-    Methods: ``"features"`` (frozen mean-pooled embeddings + logistic regression, cached),
-    ``"finetune_top<k>"`` (head + last k layers) and ``"finetune_all"``. ``run`` returns test
+    Methods: ``"features"`` (frozen mean-pooled embeddings + logistic regression, cached) and
+    the names of ``methods``, a table ``name -> Recipe`` (default ``layer_recipes(model)``:
+    ``"finetune_top<k>"``, head + last k layers, and ``"finetune_all"``). ``run`` returns test
     metrics ``{"acc", "bacc", "<name>_acc", ...}`` for ``tlkit.sweep.sweep(runner.run, ...)``.
     One model lives in memory; each run restores the pretrained weights and a seeded head.
     """
@@ -604,7 +612,8 @@ class FineTuneRunner:
     max_length: int = 64
     cache: FeatureCache = field(default_factory=FeatureCache)
     pooling: str = "mean"
-    recipe: Mapping[str, Any] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)   # finetune_config settings shared by every run
+    methods: Mapping[str, recipes.Recipe] | None = None      # what each fine-tuning method freezes
     eval_batch_size: int = 32  # inference activations grow with the batch; 32 is as fast on a CPU
     model: BertClassifier | None = field(default=None, repr=False)
     last_state: Any = field(default=None, repr=False)
@@ -615,6 +624,7 @@ class FineTuneRunner:
         self.train_labels = np.asarray(self.train_labels, dtype=np.int64)
         if self.model is None:  # pass model= to reuse one already in memory (each copy costs ~250 MB)
             self.model = load_classifier(self.model_name, int(self.train_labels.max()) + 1, pooling=self.pooling)
+        self.methods = dict(self.methods) if self.methods is not None else layer_recipes(self.model)
 
         # The 30522 x H word-embedding matrix (half of MiniLM's weights) stays frozen in every
         # run here, so it is not copied: its autograd version counter tells fresh_model whether
@@ -701,17 +711,15 @@ class FineTuneRunner:
             tests = {n: (self.features(t), np.asarray(y)) for n, (t, y) in self.tests.items()
                      if eval_on is None or n in eval_on}
             out = linear_probe(X[idx], self.train_labels[idx], tests)
-        elif method.startswith("finetune_"):
-            which = method.removeprefix("finetune_")
+        elif method in self.methods:
             model = self.fresh_model(seed)
-            k = model.num_layers if which == "all" else int(which.removeprefix("top"))
             opts = {**self.recipe, **recipe}
             head_init = opts.pop("head_init", "random")
             if head_init == "probe":
                 probe_head(model, self.raw_features()[idx], self.train_labels[idx], C=opts.pop("probe_C", 1.0))
             elif head_init != "random":
                 raise ValueError(f"head_init must be 'random' or 'probe', got {head_init!r}")
-            cfg = finetune_config(len(idx), train_last=k, model=model, seed=seed, **opts)
+            cfg = finetune_config(len(idx), recipe=self.methods[method], model=model, seed=seed, **opts)
             dl = text_loader(self.train_ds.subset(idx), cfg.batch_size, shuffle=True, seed=seed,
                              pad_id=self.tokenizer.pad_token_id or 0)
             self.last_state = fit(model, dl, None, cfg)
@@ -721,12 +729,12 @@ class FineTuneRunner:
                 out[f"{name}_acc"], out[f"{name}_bacc"] = m["acc"], m["bacc"]
             out["steps"] = float(self.last_state.step)
         else:
-            raise ValueError(f"unknown method {method!r}; use 'features', 'finetune_top<k>' or 'finetune_all'")
+            raise ValueError(f"unknown method {method!r}; use 'features' or one of {list(self.methods)}")
         first = (eval_on or list(self.tests))[0]
         return {"acc": out[f"{first}_acc"], "bacc": out[f"{first}_bacc"], **out}
 
 
 __all__ = ["DEFAULT_MODEL", "model_path", "load_tokenizer", "encode", "BertClassifier", "load_classifier",
-           "reset_head", "frozen_groups", "TokenDataset", "PadCollate", "BucketSampler", "text_loader",
+           "reset_head", "top_layers", "layer_recipes", "TokenDataset", "PadCollate", "BucketSampler", "text_loader",
            "padding_stats", "mean_pool", "embed", "cosine_matrix", "FeatureCache", "linear_probe",
            "weight_change", "probe_head", "finetune_config", "FineTuneRunner"]

@@ -2,7 +2,9 @@
 
 The offline backbone is torchvision's MobileNetV2 with its ImageNet weights
 (``IMAGENET1K_V1``, shipped in a pip pack and located by ``tlkit.assets``);
-ResNet-18/50 work the same way when their weights can be downloaded.
+EfficientNet-Lite0 (optional pip pack) and ResNet-18/50 (download) work the same way.
+What the kit knows about each architecture (groups, head, pooling, input statistics,
+weights) is one entry of ``tlkit.backbones.TABLE``.
 
     model = build("mobilenet_v2")                       # strict load of the ImageNet checkpoint
     top5(model, photos["coffee"])                       # [("espresso", 0.41), ...]
@@ -10,7 +12,7 @@ ResNet-18/50 work the same way when their weights can be downloaded.
     fs = extract_features(model, X_train, pre)          # (N, 1280), cached on disk
     head, state = train_linear(fs.X, y_train)           # a linear head in seconds
     net = classifier("mobilenet_v2", num_classes=10)    # ImageNet body + new 10-way head
-    fit(net, loader(ImageDataset(X, y, pre), 32), cfg=finetune_config(net, "last", n=3))
+    fit(net, loader(ImageDataset(X, y, pre), 32), cfg=recipes.last_n(surgery.layer_groups(net), 3))
 
 Feature caches live under ``$TLKIT_CACHE/features`` (default ``~/.cache/tlkit``),
 keyed by architecture, a fingerprint of the weights, a fingerprint of the
@@ -26,20 +28,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import surgery
+from . import backbones, recipes, surgery
 from . import train as _train
+from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)   # the statistics torchvision's ImageNet weights were trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKBONES = ("mobilenet_v2", "resnet18", "resnet50")
+BACKBONES = tuple(backbones.names())   # every name build() knows; pretrained weights: see tlkit.assets
 _CACHE_VERSION = 1  # bump when the feature computation itself changes
 
 
@@ -74,20 +75,17 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str
 
 def build(name: str = "mobilenet_v2", *, pretrained: bool = True, num_classes: int | None = None,
           channels_last: bool = True, seed: int | None = None) -> nn.Module:
-    """A torchvision backbone, with ImageNet weights (``pretrained``) or randomly initialised.
+    """A backbone of ``tlkit.backbones.TABLE`` with ImageNet weights (``pretrained``) or randomly initialised.
 
     Weights come from ``tlkit.assets.cnn_weights(name)`` and are loaded strictly.
     ``num_classes`` (other than 1000) replaces the last linear layer by a new,
     randomly initialised one (seeded by ``seed``). ``channels_last`` stores the
     convolution weights NHWC, which oneDNN and cuDNN run faster.
     """
-    import torchvision
-
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    entry = backbones.by_name(name)  # raises, listing the known names
     if seed is not None:
         torch.manual_seed(seed)
-    model = getattr(torchvision.models, name)(weights=None)
+    model = entry.models[name]()
     if pretrained:
         from . import assets
 
@@ -107,13 +105,17 @@ def classifier(name: str = "mobilenet_v2", num_classes: int = 10, *, pretrained:
     return build(name, pretrained=pretrained, num_classes=num_classes, channels_last=channels_last, seed=seed)
 
 
+def _entry(model: nn.Module) -> backbones.Backbone:
+    entry = backbones.find(model)
+    if entry is None or entry.features is None:
+        raise TypeError(f"{type(model).__name__} is not an image backbone of tlkit.backbones.TABLE "
+                        f"(known: {', '.join(BACKBONES)}); add an entry with its head slot and pooling")
+    return entry
+
+
 def _head_slot(model: nn.Module) -> tuple[nn.Module, str]:
     """(parent module, attribute) of the final linear layer."""
-    if hasattr(model, "classifier") and isinstance(model.classifier, nn.Sequential):   # MobileNetV2
-        return model.classifier, str(len(model.classifier) - 1)
-    if isinstance(getattr(model, "fc", None), nn.Linear):                               # ResNet
-        return model, "fc"
-    raise TypeError(f"don't know where the head of {type(model).__name__} is; expected MobileNetV2 or ResNet")
+    return _entry(model).head_slot(model)
 
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
@@ -133,7 +135,8 @@ class Body(nn.Module):
     """The network without its classifier: images ``(N, 3, H, W)`` -> pooled features ``(N, F)``.
 
     Shares parameters with the model it wraps (no copy): F = 1280 for
-    MobileNetV2, 512 for ResNet-18, 2048 for ResNet-50.
+    MobileNetV2 and EfficientNet-Lite0, 512 for ResNet-18, 2048 for ResNet-50.
+    The pooling is the backbone table's ``features`` for that architecture.
     """
 
     def __init__(self, model: nn.Module):
@@ -146,12 +149,7 @@ class Body(nn.Module):
         return getattr(parent, attr).in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        if hasattr(m, "features"):   # MobileNetV2: features -> global average pool
-            return F.adaptive_avg_pool2d(m.features(x), 1).flatten(1)
-        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-        return torch.flatten(m.avgpool(x), 1)
+        return _entry(self.model).features(self.model, x)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -177,6 +175,12 @@ class Preprocess:
             raise ValueError(f"Preprocess.size must be an int >= 16 (pixels), got {self.size!r}")
         if self.resize is not None and self.resize < self.size:
             raise ValueError(f"Preprocess.resize ({self.resize}) must be >= size ({self.size}) or None")
+
+    @classmethod
+    def for_backbone(cls, name: str, **kw: Any) -> "Preprocess":
+        """The input statistics the backbone ``name``'s weights were trained with (its table entry)."""
+        entry = backbones.by_name(name)
+        return cls(**{"mean": entry.mean, "std": entry.std, **kw})
 
     @classmethod
     def imagenet(cls, **kw: Any) -> "Preprocess":
@@ -500,31 +504,6 @@ class SmallCNN(nn.Module):
 
 
 # --------------------------------------------------------------------------- fine-tuning
-def finetune_config(model: nn.Module, mode: str = "last", *, n: int = 3, base: TrainConfig | None = None,
-                    backbone_lr_mult: float = 0.1) -> TrainConfig:
-    """A ``TrainConfig`` for one of the three ways to train a CNN on a new task.
-
-    ``mode``:
-    - ``"last"``: freeze all but the last ``n`` layer groups (``n=1``: the head only);
-      frozen BatchNorm layers stay in eval mode (``train_bn=False``) so the
-      ImageNet statistics are not overwritten by a few small batches.
-    - ``"all"``: train every group; the body gets ``lr * backbone_lr_mult``
-      (pretrained weights need small steps), BatchNorm trains.
-    - ``"scratch"``: for a randomly initialised model: one LR everywhere, BatchNorm trains.
-    """
-    base = base or TrainConfig()
-    groups = surgery.layer_groups(model)
-    names = [g.name for g in groups]
-    if mode == "last":
-        return dataclasses.replace(base, frozen=surgery.frozen_for_last(groups, n), train_bn=False, lrs=None)
-    if mode == "all":
-        lrs = {g: base.lr * backbone_lr_mult for g in names[:-1]}
-        return dataclasses.replace(base, frozen=(), train_bn=True, lrs=lrs)
-    if mode == "scratch":
-        return dataclasses.replace(base, frozen=(), train_bn=True, lrs=None, lr_decay=1.0)
-    raise ValueError(f"mode must be 'last', 'all' or 'scratch', got {mode!r}")
-
-
 def recalibrate_bn(model: nn.Module, dl, device: str | torch.device | None = None) -> None:
     """Re-estimate every BatchNorm layer's running mean and variance on the batches of ``dl``.
 
@@ -566,6 +545,18 @@ class SweepSettings:
     device: str = "auto"
 
 
+def cnn_recipes(settings: SweepSettings = SweepSettings()) -> dict[str, recipes.Recipe]:
+    """The sweep's CNN methods as a table ``name -> Recipe`` (what is frozen, which LR where):
+    from scratch, the last ``settings.last_n`` groups, every group with the body at
+    ``settings.backbone_lr_mult`` times the head's LR. A chapter may pass its own table."""
+    return {"MobileNetV2 (scratch)": recipes.Recipe(recipes.scratch, pretrained=False),
+            "fine-tune last N": recipes.Recipe(recipes.last_n, {"n": settings.last_n}),
+            "fine-tune all": recipes.Recipe(recipes.all_layers, {"body_lr_mult": settings.backbone_lr_mult})}
+
+
+BASELINES = ("pixels+logreg", "small CNN (scratch)", "features+logreg")
+
+
 class BudgetSweep:
     """Callable for ``tlkit.sweep.sweep``: ``run(method=, budget=, seed=) -> {"acc", "bacc", "train_s"}``.
 
@@ -574,18 +565,30 @@ class BudgetSweep:
     ``tlkit.data.budget_indices(seed=seed)`` (so every method sees the same
     images for a given seed), trains, and scores on the test set. Features for
     ``features+logreg`` are extracted once for pool and test (cached on disk).
+    Methods are the ``BASELINES`` and the names of ``recipes`` (default ``cnn_recipes(settings)``):
+    each recipe builds the backbone (pretrained or not, as the recipe says) with a new head
+    and decides what is frozen and which LR each group gets.
     """
 
     def __init__(self, X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-                 settings: SweepSettings = SweepSettings(), *, num_classes: int = 10, backbone: str = "mobilenet_v2"):
+                 settings: SweepSettings = SweepSettings(), *, num_classes: int = 10, backbone: str = "mobilenet_v2",
+                 recipes: Mapping[str, recipes.Recipe] | None = None):
+        self.recipes = dict(recipes) if recipes is not None else cnn_recipes(settings)
+        clash = sorted(set(self.recipes) & set(BASELINES))
+        if clash:
+            raise ValueError(f"recipe names {clash} are taken by the baselines; rename them")
         self.X_pool, self.y_pool = X_pool, np.asarray(y_pool)
         self.X_test, self.y_test = X_test, np.asarray(y_test)
         self.s = settings
         self.num_classes = num_classes
         self.backbone = backbone
-        self.preprocess = Preprocess(size=settings.size)
-        self.feature_preprocess = Preprocess(size=settings.feature_size)
+        self.preprocess = Preprocess.for_backbone(backbone, size=settings.size)
+        self.feature_preprocess = Preprocess.for_backbone(backbone, size=settings.feature_size)
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def methods(self) -> list[str]:
+        return list(BASELINES) + list(self.recipes)
 
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(pool features, test features) of the frozen ImageNet body, extracted once (disk cache)."""
@@ -618,18 +621,17 @@ class BudgetSweep:
                               seed=seed, device=self.s.device, schedule="warmup_cosine", warmup=0.05, train_bn=True,
                               weight_decay=1e-2)
             logits = self._train_and_predict(model, RawPixels(self.X_pool[idx], y), RawPixels(self.X_test, self.y_test), cfg)
-        elif method in ("MobileNetV2 (scratch)", "fine-tune last N", "fine-tune all"):
-            pretrained = method != "MobileNetV2 (scratch)"
-            model = classifier(self.backbone, self.num_classes, pretrained=pretrained, seed=seed)
+        elif method in self.recipes:
+            recipe = self.recipes[method]
+            model = classifier(self.backbone, self.num_classes, pretrained=recipe.pretrained, seed=seed)
             base = TrainConfig(epochs=10**6, max_steps=self.s.steps, lr=self.s.lr, batch_size=self.s.batch_size,
                                seed=seed, device=self.s.device, schedule="warmup_cosine", warmup=0.1,
                                weight_decay=1e-2)
-            mode = {"MobileNetV2 (scratch)": "scratch", "fine-tune last N": "last", "fine-tune all": "all"}[method]
-            cfg = finetune_config(model, mode, n=self.s.last_n, base=base, backbone_lr_mult=self.s.backbone_lr_mult)
+            cfg = recipe(surgery.layer_groups(model), base=base)
             logits = self._train_and_predict(model, ImageDataset(self.X_pool[idx], y, self.preprocess, flip=True),
                                              ImageDataset(self.X_test, self.y_test, self.preprocess), cfg)
         else:
-            raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+            raise ValueError(f"unknown method {method!r}; choose one of {self.methods}")
         yt = torch.as_tensor(self.y_test)
         return {"acc": metrics.accuracy(logits, yt), "bacc": metrics.balanced_accuracy(logits, yt),
                 "train_s": time.perf_counter() - t0}
@@ -668,6 +670,6 @@ def pca_2d(X: torch.Tensor | np.ndarray) -> np.ndarray:
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "BACKBONES", "imagenet_classes", "load_strict", "build", "classifier",
            "replace_head", "Body", "Preprocess", "to_tensor", "ImageDataset", "RawPixels", "top5",
            "first_layer_filters", "feature_maps", "fingerprint", "cache_dir", "cache_key", "FeatureSet", "embed",
-           "extract_features", "Standardize", "linear_head", "train_linear", "SmallCNN", "finetune_config",
+           "extract_features", "Standardize", "linear_head", "train_linear", "SmallCNN", "cnn_recipes", "BASELINES",
            "recalibrate_bn",
            "METHODS", "SweepSettings", "BudgetSweep", "forward_flops", "pca_2d"]
