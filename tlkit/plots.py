@@ -139,6 +139,23 @@ def canvas_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def canvas_jpeg(fig, quality: int = 90) -> bytes:
+    """JPEG of what ``fig``'s Agg canvas holds now (no redraw): ~5x faster to encode than PNG.
+
+    The panel's live plot is re-encoded twice a second; at quality 90 without chroma
+    subsampling thin coloured lines stay crisp, and the image is as small as a PNG.
+    """
+    import io
+
+    from PIL import Image
+
+    w, h = fig.canvas.get_width_height(physical=True)
+    img = Image.frombuffer("RGBA", (w, h), fig.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="jpeg", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
 #: Ten distinct colours; past ten runs the line style changes too (run i: colour i % 10, style i // 10).
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
               "#bcbd22", "#17becf")
