@@ -15,6 +15,7 @@ Chapters register their exercises in ``CHAPTERS`` (one module each, e.g.
 from __future__ import annotations
 
 import importlib
+import os
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -146,6 +147,12 @@ def grade(exercise_id: str, answer: Any, *, seeds: Iterable[int] = (101, 202)) -
     The seeds differ from the visible check's, so an answer fitted to the
     inputs the student saw does not pass.
     """
+    sentinel = os.environ.get("TLKIT_GRADE_SENTINEL")  # set by `tlkit course grade` in the working folder
+    if sentinel and not os.path.exists(sentinel):
+        os.makedirs(os.path.dirname(sentinel), exist_ok=True)
+        open(sentinel, "w").close()  # the exercises after this one are graded normally
+        raise AssertionError(f"{exercise_id}: your code deleted files of its working folder; 0 points for this "
+                             "exercise. Exercises never need to delete files.")
     for s in seeds:
         r = run_check(exercise_id, answer, seed=s)
         if not r.passed:
