@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="tlkit", description="tlkit: a Jupyter-native kit for teaching transfer learning")
     p.add_argument("--version", action="version", version=f"tlkit {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{env,run,assets,notebooks,lab}")
+    sub = p.add_subparsers(dest="command", metavar="{env,run,assets,notebooks,lab,course}")
     e = sub.add_parser("env", help="versions, device, Colab/Binder detection, offline assets present")
     e.add_argument("--json", action="store_true", help="print as JSON")
     e.set_defaults(func=cmd_env)
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--force", action="store_true", help="overwrite chapters already there")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab (after --)")
     lab.set_defaults(func=cmd_lab)
+    sub.add_parser("course", help="coursework: student/instructor versions, grade submissions (nbgrader)",
+                   add_help=False)  # handled in main() by tlkit.course.main
     return p
 
 
@@ -275,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import assets
 
         return int(assets.cli(argv[1:]) or 0)
+    if argv[:1] == ["course"]:  # `tlkit course build|grade` has its own parser (nbgrader underneath)
+        from . import course
+
+        return int(course.main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
