@@ -303,3 +303,96 @@ def test_eval_every_skips_epoch_end_evaluations():
     tr, va = loaders()  # 8 steps per epoch
     state = fit(toy.MLP(), tr, va, TrainConfig(epochs=3, eval_every=5))
     assert [r["step"] for r in state.history] == [5, 10, 15, 20, 24]
+
+
+@pytest.mark.parametrize("schedule,warmup,n_warm", [("constant", 0.25, 4), ("linear", 0.25, 4),
+                                                    ("warmup_cosine", 0.25, 4), ("onecycle", 0.0, 5)])
+def test_warmup_applies_to_the_first_optimizer_step(schedule, warmup, n_warm):
+    # SGD without momentum: step 1 moves each weight by lr * factor * grad, so the parameter
+    # delta of the first step reveals the learning rate it really ran at (1/n_warm of the base)
+    x, y = toy.blobs(32)[:]
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)  # 1 step per epoch
+    model = toy.MLP(bn=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+
+    def stop_after_first(event, state, control):
+        if event == "step_end":
+            control.should_stop = True
+
+    state = fit(model, dl, None, TrainConfig(epochs=16, optimizer="sgd", momentum=0.0, lr=0.1, schedule=schedule,
+                                             warmup=warmup, log_steps=True), callbacks=[stop_after_first])
+    assert state.step == 1 and state.total_steps == 16
+    assert state.steps[0]["lr"] == pytest.approx(0.1 / n_warm)
+    for (name, p), g in zip(model.named_parameters(), grads):
+        assert torch.allclose(before[name] - p.detach(), 0.1 / n_warm * g, atol=1e-7), name
+
+
+def test_an_exploding_but_finite_loss_ends_as_diverged():
+    tr, va = loaders()
+    torch.manual_seed(0)
+    model = toy.MLP()
+    state = fit(model, tr, va, TrainConfig(epochs=3, lr=1e3, log_steps=True))
+    assert state.status == "diverged" and "lower it" in state.message and "learning rate" in state.message
+    assert all(math.isfinite(s["loss"]) for s in state.steps) and max(s["loss"] for s in state.steps) > 1e4
+    assert state.step <= train.DivergenceGuard.PATIENCE + 1  # stopped within a few steps, not after 24
+
+
+@pytest.mark.parametrize("lr,optimizer,pretrain", [(3e-2, "adamw", False), (1e-1, "adamw", False),
+                                                   (1.0, "sgd", False), (3e-2, "adamw", True), (1e-1, "sgd", True)])
+def test_divergence_rule_leaves_healthy_runs_alone(lr, optimizer, pretrain):
+    # runs at the edge of stability (AdamW 0.1, SGD 1.0 with BatchNorm) and a second run on a
+    # trained model (starting loss near 0) all finish; the running mean stays far below the limit
+    tr, va = loaders()
+    torch.manual_seed(1)
+    model = toy.MLP()
+    if pretrain:
+        fit(model, tr, va, TrainConfig(epochs=3, lr=1e-2))
+    guard = train.DivergenceGuard(lazy=False)
+    state = fit(model, tr, va, TrainConfig(epochs=4, lr=lr, optimizer=optimizer, log_steps=True))
+    assert state.status == "finished", state.message
+    for i, s in enumerate(state.steps):
+        assert guard(torch.tensor(s["loss"]), i) == ""
+    assert guard.mean < guard.FACTOR * guard.start / 10  # a 10x margin at the end of the run
+
+
+def test_divergence_guard_on_gpu_reads_the_device_only_every_few_steps():
+    guard = train.DivergenceGuard(lazy=True)  # tensors kept as tensors, as on a GPU
+    assert guard(torch.tensor(1.0), 0) == ""
+    messages = [guard(torch.tensor(1e9), step) for step in range(1, 26)]
+    assert messages[:-1] == [""] * 24 and "lower it" in messages[-1]  # step 25 is the first read-back
+    guard = train.DivergenceGuard(lazy=True)
+    assert "nan" in guard(torch.tensor(float("nan")), 0)
+
+
+@pytest.mark.parametrize("kind", ["tlkit loader", "plain DataLoader"])
+def test_same_seed_same_run_on_every_fit_call(kind):
+    import copy
+
+    ds = toy.blobs(256)
+    dl = (train.loader(ds, 32, shuffle=True, seed=0) if kind == "tlkit loader"
+          else torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True))
+    _, va = loaders()
+    torch.manual_seed(0)
+    model = toy.MLP()
+    runs = [fit(copy.deepcopy(model), dl, va, TrainConfig(epochs=2, seed=3, log_steps=True)) for _ in range(3)]
+    rows = [[{k: v for k, v in r.items() if k != "time"} for r in s.history] for s in runs]
+    assert rows[0] == rows[1] == rows[2]
+    assert [s["loss"] for s in runs[0].steps] == [s["loss"] for s in runs[2].steps]
+    other = fit(copy.deepcopy(model), dl, va, TrainConfig(epochs=2, seed=4, log_steps=True))
+    assert [s["loss"] for s in other.steps] != [s["loss"] for s in runs[0].steps]  # the seed matters
+
+
+def test_dict_batches_keyed_label_train_like_labels():
+    class DictModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 3)
+
+        def forward(self, input_ids):
+            return self.lin(input_ids)
+
+    ds = toy.blobs(64)
+    batches = [{"input_ids": ds.tensors[0][i:i + 16], "label": ds.tensors[1][i:i + 16]} for i in range(0, 64, 16)]
+    state = fit(DictModel(), batches, batches, TrainConfig(epochs=2, lr=1e-2))
+    assert state.status == "finished" and state.samples_seen == 128 and "valid_acc" in state.history[-1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import inspect
 import numbers
 import os
 from pathlib import Path
@@ -25,6 +26,21 @@ import numpy as np
 import pandas as pd
 
 from tlkit import assets
+
+def _strict(fn):
+    """Unknown keyword arguments raise a TypeError that lists the accepted ones (Python's own error
+    names only the bad one); arguments a loader knows but that do not apply are checked inside it."""
+    params = inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise TypeError(f"{fn.__name__}() got unknown argument(s) {', '.join(unknown)}; "
+                            f"it accepts: {', '.join(params)}")
+        return fn(*args, **kwargs)
+    return wrapper
+
 
 # --------------------------------------------------------------------------------------------
 # Text sentiment
@@ -85,6 +101,7 @@ def _online_sentiment(domain: str, split: str) -> pd.DataFrame:
                          "domain": domain, "id": [f"{split}-{i}" for i in range(len(df))]})
 
 
+@_strict
 def load_sentiment(domain: str, *, neutral: float | None = None, split: str | None = None) -> pd.DataFrame:
     """Sentiment snippets of one domain as a DataFrame with columns
     ``text`` (str), ``label`` (int64: 1 positive, 0 negative), ``score`` (float32), ``domain`` (str).
@@ -166,6 +183,7 @@ def _split_indices(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> li
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
+@_strict
 def split(df: pd.DataFrame, *, valid: float = 0.1, test: float = 0.2, seed: int = 0, label: str = "label") -> Split:
     """Stratified, seeded train/valid/test split of a DataFrame (by column ``label``).
 
@@ -181,6 +199,7 @@ def split(df: pd.DataFrame, *, valid: float = 0.1, test: float = 0.2, seed: int 
     return Split(take(tr), take(va), take(te))
 
 
+@_strict
 def budget_indices(y, n_per_class: int | None, *, seed: int = 0) -> np.ndarray:
     """Positions of ``n_per_class`` examples of every class in ``y`` (sorted), chosen at random
     with ``seed``; ``None`` means all positions.
@@ -207,6 +226,7 @@ def budget_indices(y, n_per_class: int | None, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate([o[:n] for o in orders]))
 
 
+@_strict
 def budget(df: pd.DataFrame, n_per_class: int | None, *, seed: int = 0, label: str = "label") -> pd.DataFrame:
     """A seeded subset with ``n_per_class`` rows of every class (``None`` = all rows), fresh index.
     Too large a budget raises a ``ValueError`` saying how many examples each class has."""
@@ -215,6 +235,7 @@ def budget(df: pd.DataFrame, n_per_class: int | None, *, seed: int = 0, label: s
     return df.iloc[budget_indices(df[label].to_numpy(), n_per_class, seed=seed)].reset_index(drop=True)
 
 
+@_strict
 def split_arrays(X, y, *, test: float = 0.2, seed: int = 0):
     """Stratified, seeded train/test split of arrays: ``(X_train, y_train, X_test, y_test)``.
     ``X`` is indexed along its first axis (numpy arrays or torch tensors)."""
@@ -236,6 +257,7 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 
 
+@_strict
 def sample_photos() -> dict[str, np.ndarray]:
     """Colour photos bundled with scikit-image and scikit-learn: {name: (H, W, 3) uint8}.
 
@@ -399,6 +421,7 @@ def _check_memory(name: str, n: int, channels: int, size: int) -> None:
                          "size, or resize per batch in the Dataset")
 
 
+@_strict
 def load_digits(name: str, *, size: int = 28, rgb: bool | None = None, seed: int | None = None,
                 split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Digit images ``X`` (N, C, size, size) float32 in [0, 1] (white digit on black, like MNIST)
@@ -460,6 +483,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
+@_strict
 def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST (Xiao et al. 2017): ``X`` (N, 28, 28) uint8 and ``y`` (N,) int64 in 0..9
     (names in ``FASHION_CLASSES``); N = 60,000 for "train", 10,000 for "test".
