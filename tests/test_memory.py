@@ -31,3 +31,25 @@ def test_release_memory_gives_a_fragmented_heap_back_to_the_os():
     after = _rss_mb()
     assert before - after > 100, f"resident size {before:.0f} MB -> {after:.0f} MB after release_memory()"
     assert len(keep) == 500
+
+
+def test_check_keeps_triton_out_of_a_cpu_kernel_and_bert_still_loads():
+    # transformers imports torch._dynamo with a BERT model class, which imports triton if installed (~76 MB)
+    import subprocess
+    import sys
+
+    code = ("import sys, tlkit; tlkit.check(); import torch; from transformers import BertModel, BertConfig; "
+            "m = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)); "
+            "import torch._dynamo; print(torch.cuda.is_available(), sys.modules.get('triton') is None, "
+            "m(torch.ones(1, 4, dtype=torch.long)).last_hidden_state.shape[-1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    cuda, no_triton, width = out[-3:]
+    assert width == "32"
+    assert no_triton == ("True" if cuda == "False" else no_triton)
+
+
+def test_skip_gpu_compilers_is_a_no_op_once_triton_is_loaded(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "triton", object())
+    assert memory.skip_gpu_compilers() is False

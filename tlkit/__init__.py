@@ -47,10 +47,14 @@ def check() -> str:
     """Print and return one line on what will happen here: GPU or CPU preset, offline
     assets present or what to install, widget support, platform (the short ``tlkit env``),
     and PyTorch's CPU threads, which it first sets from the CPU limit this process really has
-    (cgroup quota, affinity mask; see :mod:`tlkit.resources`) unless the user chose a count."""
+    (cgroup quota, affinity mask; see :mod:`tlkit.resources`) unless the user chose a count.
+    On a machine without CUDA it also keeps the Triton GPU compiler out of the kernel
+    (:func:`tlkit.memory.skip_gpu_compilers`, ~76 MB less per kernel)."""
     from .cli import summary_line
+    from .memory import skip_gpu_compilers
     from .resources import apply_cpu_limit
 
+    skip_gpu_compilers()
     threads = apply_cpu_limit()
     line = f"{summary_line()}; {threads}"
     print(line)

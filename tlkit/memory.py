@@ -55,4 +55,28 @@ def release_memory() -> int:
     return n
 
 
-__all__ = ["tame_malloc", "release_memory"]
+def skip_gpu_compilers() -> bool:
+    """On a machine without a CUDA GPU, keep Triton (a GPU kernel compiler) out of the process; True if applied.
+
+    transformers 5 imports ``torch._dynamo`` as soon as a BERT model class loads (its
+    ``masking_utils``), and ``torch._dynamo`` imports ``triton`` whenever that package is installed,
+    which the CUDA wheel of PyTorch always brings: ~76 MB resident in every chapter-2 kernel for
+    nothing on a CPU (measured: torch 2.14.1+cu130, transformers 5.24; 597 -> 748 MB for
+    ``import torch._dynamo``, 672 MB with Triton kept out). ``torch.compile`` on a CPU does not use
+    Triton (inductor writes C++ there), so nothing is lost. Must run before ``transformers`` or
+    ``torch._dynamo`` is imported (``tlkit.check()`` in each chapter's first cell calls it);
+    does nothing when CUDA is available or Triton is already imported."""
+    import sys
+
+    if "triton" in sys.modules:
+        return False
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    # a None entry makes `import triton` raise ImportError: torch.utils._triton.has_triton_package() -> False
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    return True
+
+
+__all__ = ["tame_malloc", "release_memory", "skip_gpu_compilers"]
