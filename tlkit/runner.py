@@ -33,13 +33,48 @@ class ChapterResult:
         return self.error is None
 
 
+def bundled_notebooks() -> Path:
+    """The chapters that ship inside the installed package (``tlkit/notebooks`` in the wheel; in a
+    repository checkout, the repository's ``notebooks/``)."""
+    here = Path(__file__).resolve().parent
+    inside = here / "notebooks"
+    return inside if inside.is_dir() else here.parent / "notebooks"
+
+
 def notebooks_dir() -> Path:
-    """Where the chapters live: ``TLKIT_NOTEBOOKS``, the repository's ``notebooks/``, or ``./notebooks``."""
+    """Where the chapters live: ``TLKIT_NOTEBOOKS``, the repository's ``notebooks/``, the copy
+    bundled in the installed package, or ``./notebooks``."""
     env = os.environ.get("TLKIT_NOTEBOOKS")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[1] / "notebooks"
-    return repo if repo.is_dir() else Path.cwd() / "notebooks"
+    bundled = bundled_notebooks()
+    return bundled if chapters(bundled) else Path.cwd() / "notebooks"
+
+
+def copy_notebooks(dest: str | os.PathLike, *, force: bool = False) -> tuple[list[Path], list[Path]]:
+    """Copy the bundled chapters into ``dest`` (created if needed), so a student opens and edits their
+    own copies, never the installed ones. Returns (copied, kept): a chapter already in ``dest`` is kept
+    as it is -- it may hold the student's work -- unless ``force=True``. Raises ``FileNotFoundError``
+    when the package has no chapters (a broken install) and ``OSError`` when ``dest`` is not writable."""
+    import shutil
+
+    src = chapters(bundled_notebooks())
+    if not src:
+        raise FileNotFoundError(f"no chapter notebooks in {bundled_notebooks()}: this tlkit install is incomplete; "
+                                "reinstall it (pip install --force-reinstall tlkit)")
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"{dest} is a file; give a folder for the notebooks")
+    dest.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for nb in src:
+        target = dest / nb.name
+        if target.exists() and not force:
+            kept.append(target)
+            continue
+        shutil.copyfile(nb, target)
+        copied.append(target)
+    return copied, kept
 
 
 def chapters(directory: Path | None = None) -> list[Path]:
