@@ -120,15 +120,6 @@ def _generator():
     return (b for b in _blobs_dl())
 
 
-class _DictModel(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
 # (id, train_dl, valid_dl, cfg kwargs, fit kwargs, words in the message, refused before training?)
 FIT_CASES = [
     ("empty train loader", lambda: _blobs_dl(0), None, {}, {}, r"train_dl yields no batches.*dataset is empty", True),
@@ -144,7 +135,7 @@ FIT_CASES = [
     ("float labels", lambda: DataLoader(TensorDataset(torch.randn(8, 8), torch.randn(8, 4)), batch_size=4), None, {},
      {}, r"labels must be class indices.*float32 of shape \(4, 4\)", True),
     ("inputs only", _inputs_only, None, {}, {}, r"yielded a single tensor of shape \(16, 8\).*\(inputs, labels\)", True),
-    ("dict without labels", lambda: _dict_batches("target"), None, {}, {"model": _DictModel},
+    ("dict without labels", lambda: _dict_batches("target"), None, {}, {},
      r"'labels' \(or 'label'\); its keys are \['target', 'x'\]", True),
     ("generator runs dry", _generator, None, {"epochs": 2}, {}, r"ran dry in epoch 2.*list of batches", False),
     ("schedule without len", _generator, None, {"schedule": "linear"}, {}, r"schedule='linear'.*max_steps", True),
@@ -163,7 +154,7 @@ def test_fit_refuses_bad_data_with_the_fix_and_keeps_what_it_had(case):
     _, make_train, make_valid, cfg_kw, fit_kw, words, refused = case
     fit_kw = dict(fit_kw)
     torch.manual_seed(0)
-    model = fit_kw.pop("model", toy.MLP)()
+    model = toy.MLP()
     params = lambda: {n: p.detach().clone() for n, p in model.named_parameters()}  # noqa: E731
     before = params()  # weights; BatchNorm's running statistics may see the one batch that failed
     cfg = fit_kw.pop("cfg", None) if cfg_kw is None else TrainConfig(**{"epochs": 1, **cfg_kw})
@@ -183,11 +174,6 @@ def test_fit_refuses_bad_data_with_the_fix_and_keeps_what_it_had(case):
 def test_return_mode_keeps_the_history_of_a_failed_run():
     state = fit(toy.MLP(), _generator(), None, TrainConfig(epochs=3), on_error="return")
     assert state.status == "failed" and len(state.history) == 1 and "ran dry" in state.message
-
-
-def test_dict_batches_keyed_label_are_accepted():
-    state = fit(_DictModel(), _dict_batches("label"), None, TrainConfig(epochs=1))
-    assert state.status == "finished" and state.step == 2
 
 
 def test_exploding_finite_loss_is_diverged_not_finished():
