@@ -22,7 +22,7 @@ import sys
 
 # One fresh process per chapter: its RUSAGE_CHILDREN peak is the kernel's alone.
 WRAPPER = r"""
-import json, os, re, resource, sys
+import json, os, re, resource, shutil, sys, tempfile
 import nbformat
 from tlkit.runner import run_notebook
 
@@ -31,7 +31,8 @@ PROBE_SRC = ("print('@@MEM', *[l.split()[1] for l in open('/proc/self/status') "
 
 
 def probe_copy(path):
-    # a hidden copy beside the chapter (same working directory) with a probe after each code cell
+    # a copy in a temporary folder (run with the chapter's folder as working directory) with a probe
+    # after each code cell
     nb = nbformat.read(path, as_version=4)
     cells = []
     for i, c in enumerate(nb.cells):
@@ -41,7 +42,7 @@ def probe_copy(path):
             p.metadata["probe_of"] = i
             cells.append(p)
     nb.cells = cells
-    out = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".probe.ipynb")
+    out = os.path.join(tempfile.mkdtemp(prefix="tlkit-probe-"), os.path.basename(path))
     nbformat.write(nb, out)
     return out
 
@@ -59,10 +60,10 @@ def probe_read(nb):
 
 path = probe_copy(sys.argv[1]) if sys.argv[3] == "1" else sys.argv[1]
 try:
-    r = run_notebook(path, smoke=sys.argv[2] == "1", timeout=1800)
+    r = run_notebook(path, smoke=sys.argv[2] == "1", timeout=1800, cwd=os.path.dirname(os.path.abspath(sys.argv[1])))
 finally:
     if path != sys.argv[1]:
-        os.unlink(path)
+        shutil.rmtree(os.path.dirname(path))
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 peak = usage.ru_maxrss / 1024  # kB -> MB on Linux
 cpu = usage.ru_utime + usage.ru_stime  # the kernel's CPU time: about the wall time on one core

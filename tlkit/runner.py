@@ -116,11 +116,12 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def run_notebook(path: str | os.PathLike, *, smoke: bool = True, out_dir: str | os.PathLike | None = None,
-                 timeout: int = 900, kernel_name: str = "python3", env: dict[str, str] | None = None) -> ChapterResult:
+                 timeout: int = 900, kernel_name: str = "python3", env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike | None = None) -> ChapterResult:
     """Execute ``path`` top to bottom in a fresh kernel; never raises for a failing cell.
 
     The executed copy is written to ``out_dir`` (if given). ``smoke`` sets
-    ``TLKIT_SMOKE=1`` for the kernel. The working directory is the notebook's folder.
+    ``TLKIT_SMOKE=1`` for the kernel. The working directory is ``cwd``, by default the notebook's folder.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -140,7 +141,7 @@ def run_notebook(path: str | os.PathLike, *, smoke: bool = True, out_dir: str | 
         t0 = time.perf_counter()
         with _env(**values):
             client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                                    resources={"metadata": {"path": str(path.parent.resolve())}})
+                                    resources={"metadata": {"path": str(Path(cwd or path.parent).resolve())}})
             try:
                 client.execute()
             except (CellExecutionError, CellTimeoutError) as exc:
