@@ -35,6 +35,17 @@ def colab_commands(python: str = "python") -> list[list[str]]:
             [python, "-m", "tlkit.cli", "assets", "install", "--all"]]
 
 
+def nbgitpuller_url(hub: str, notebook: str | None = None, *, app: str = "lab") -> str:
+    """A link that a student clicks on a class's JupyterHub: it logs them in, starts their server,
+    pulls (or updates, keeping their edits) the repository into ``~/tlkit`` with nbgitpuller, and
+    opens ``notebook`` (e.g. ``"01_word_embeddings.ipynb"``) or the chapters' folder."""
+    from urllib.parse import quote, urlencode
+
+    target = "tlkit/notebooks" + (f"/{notebook}" if notebook else "")
+    query = urlencode({"repo": repo_url(), "branch": BRANCH, "urlpath": f"{app}/tree/{target}"}, quote_via=quote)
+    return f"{hub.rstrip('/')}/hub/user-redirect/git-pull?{query}"
+
+
 SETUP_MARKER = "# tlkit setup cell"
 
 
