@@ -311,6 +311,9 @@ def _cell_messages(nb_path: Path) -> tuple[dict[str, str], dict[str, int]]:
         errs = [o for o in outs if o.get("output_type") == "error"]
         if errs:
             errors[gid] = f"{errs[-1].get('ename')}: {errs[-1].get('evalue')}"[:500]
+        elif c.get("cell_type") == "code" and c.get("execution_count") is None:
+            errors[gid] = ("this cell never ran: grading stopped at an earlier cell that did not end when "
+                           "interrupted (a loop that catches KeyboardInterrupt?)")
         ex = gid.removesuffix("_answer")
         size = sum(len(json.dumps(o)) for o in outs)
         cut = any(_TRUNCATED in str(o.get("text", "")) for o in outs)
@@ -362,8 +365,10 @@ def _grade_one(student: str, path: Path, course_root: Path, *, timeout: float, c
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             try:
                 rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except BaseException as e:  # the limit, or Ctrl-C of the grader: leave no kernel running
                 _kill_tree(proc)
+                if not isinstance(e, subprocess.TimeoutExpired):
+                    raise
                 return [GradeRow(student, path.name, ex.id, 0.0, float(ex.points),
                                  f"grading stopped after {timeout:.0f} s (an endless loop?); 0 points")
                         for ex in exs]
