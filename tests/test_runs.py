@@ -230,6 +230,11 @@ def test_train_right_after_a_run_finishes_is_never_refused():
         run.wait(timeout=60)              # "finished" is said exactly when the run is done
         again = m.start(block=False)      # must not raise "still going"
         again.wait(timeout=60)
+    run = m.start(block=False)
+    wait_until(lambda: run.finishing)     # trained, still drawing its board: a click now waits for it
+    again = m.start(block=False)
+    assert not run.running and again.wait(timeout=60).status == "finished"
+    assert [r.number for r in m.runs] == list(range(1, 9))
 
 
 def test_kernel_interrupt_stops_a_background_run_keeping_weights_and_history(tmp_path):

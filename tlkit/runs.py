@@ -155,6 +155,7 @@ class Run:
         self.batch_size: int | None = None     # what the loader really yields
         self.diagnosis = ""
         self.interrupted = False
+        self.finishing = False                 # training is over; the board is being drawn
         self.thread: threading.Thread | None = None
         self._done = threading.Event()
         self._sample_every = 1
@@ -570,6 +571,9 @@ class RunManager:
         """Start one run with the current settings (plus ``once``: TrainConfig fields for this run only)."""
         once = dict(once or {})
         name = once.pop("name", once.pop("label", None))
+        previous = self.current
+        if previous is not None and previous.finishing and threading.current_thread() is not previous.thread:
+            previous._done.wait(30)  # trained already, only drawing its board: this click waits, not refused
         with self._lock:
             if self.running:
                 self.listener.say(f"run {self.current.number} is still going: press Stop first (this click was "
@@ -747,6 +751,7 @@ class RunManager:
 
     def _finish(self, run: Run, state: train.State) -> None:
         """Record the run (always), let the view draw it, then mark it done and say how it ended."""
+        run.finishing = True
         if run.interrupted and state.status in ("stopped", "finished", "running"):
             state.status = "interrupted"
             state.message = "interrupted by the kernel's interrupt; the model keeps its weights and history so far"

@@ -93,7 +93,7 @@ from .config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
 from .runs import Run, accepted_kwargs, parse_extra  # noqa: F401 - re-exported for notebooks and tests
 
 PROGRESS_INTERVAL_S = 0.2   # progress label/bar refresh period
-PLOT_INTERVAL_S = 0.4       # live plot: up to 2.5 redraws a second while they cost < 5% of wall time,
+PLOT_INTERVAL_S = 0.45      # live plot: ~2.2 redraws a second while they cost < 5% of wall time,
 PLOT_BUDGET = 0.05          # (a redraw is ~10 ms: blit + JPEG), and never fewer than 2 a second:
 PLOT_MAX_GAP_S = 0.5        # a slow machine pays a bigger share rather than watching a stale plot
 
@@ -140,7 +140,8 @@ class _Throttle:
         return now >= self.next
 
     def spent(self, start: float, end: float) -> None:
-        self.next = end + min(self.max_gap, max(self.interval, (end - start) / self.budget))
+        # counted from the start of the action, so the period (not the pause after it) is what is capped
+        self.next = start + min(self.max_gap, max(self.interval, (end - start) / self.budget))
 
 
 def grad_norms(groups: Sequence[surgery.LayerGroup]) -> list[float]:
@@ -425,7 +426,7 @@ class TrainPanel(runs.Listener):
         self._overrides = W.HTML()
         self._plot = W.Image(format="jpeg", layout=W.Layout(max_width="100%"))
         self._plot.layout.display = "none"  # an empty Image shows a broken-image icon
-        self._board = W.HTML(layout=W.Layout(width="100%"))
+        self._board = W.HTML()  # stretched to the panel's width by the VBox (a width of 100% + margin overflows)
         self._full = W.Checkbox(value=False, description="all settings", indent=False, layout=W.Layout(width="120px"))
         self._full.observe(lambda _: self._draw_board(), "value")
         self._shown = W.SelectMultiple(options=[], value=[], description="plot runs", rows=4, style=_WIDE,
@@ -461,8 +462,11 @@ class TrainPanel(runs.Listener):
                  self._plot, self._board, self._board_tools, self._board_plot]
         # the panel never grows wider than the notebook: wide content scrolls inside itself
         self.widget = W.VBox(rows, layout=W.Layout(border="1px solid rgba(128,128,128,0.4)", padding="6px",
-                                                   width="100%", max_width="100%"))
+                                                   max_width="100%"))
         self.widget.add_class("tlkit-panel")
+        for w, css in ((self._plot, "tlkit-live-plot"), (self._board, "tlkit-board"),
+                       (self._board_plot, "tlkit-board-plot"), (self._status, "tlkit-status")):
+            w.add_class(css)  # stable handles for the browser test and for user CSS
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -716,7 +720,8 @@ class TrainPanel(runs.Listener):
             seed_html = "<div>Repeats over seeds (mean ± std): " + "; ".join(items) + "</div>"
         last = history[-1]
         self._board.value = (
-            f"<div style='max-width:100%;overflow-x:auto'><b>Run board</b> (bold: best {html.escape(mon)}; "
+            # width 0 + min-width 100%: as wide as the panel, but the table's width never widens the panel
+            f"<div style='width:0;min-width:100%;max-width:100%;overflow-x:auto'><b>Run board</b> (bold: best {html.escape(mon)}; "
             f"last run: {html.escape(last.diagnosis)})"
             f"<table style='border-collapse:collapse;font-size:0.85em'><tr>{head}</tr>{''.join(body)}</table>"
             f"{seed_html}</div>")
