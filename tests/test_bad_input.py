@@ -182,6 +182,17 @@ def test_exploding_finite_loss_is_diverged_not_finished():
     assert state.status == "diverged" and "lower it (e.g. by 10x)" in state.message
 
 
+@pytest.mark.parametrize("dl", [[], iter([])], ids=["empty list", "exhausted iterator"])
+def test_evaluate_on_an_empty_loader_says_so(dl):
+    with pytest.raises(train.DataError, match="evaluation loader yielded no batches.*valid_dl=None"):
+        train.evaluate(toy.MLP(), dl)
+
+
+def test_a_loader_without_len_trains_to_max_steps():
+    state = fit(toy.MLP(), _generator(), None, TrainConfig(epochs=5, max_steps=3))
+    assert state.status == "finished" and state.step == state.total_steps == 3
+
+
 def test_friendly_error_hint_fires_on_torch_wording():
     msg = train.friendly_error(IndexError("Target 5 is out of bounds."))
     assert "outside the model's classes" in msg and "num_classes" in msg

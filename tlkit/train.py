@@ -320,7 +320,8 @@ def evaluate(model: nn.Module, dl: Iterable, *, device: torch.device | str | Non
 
 # --------------------------------------------------------------------------- schedules
 def lr_factor(step: int, total: int, schedule: str = "constant", warmup: float = 0.0) -> float:
-    """Multiplier of the base LR at ``step`` of ``total`` (pure; nanoGPT's ``get_lr`` in spirit).
+    """Multiplier of the base LR for step ``step`` (0-based) of ``total`` (pure; nanoGPT's ``get_lr`` in
+    spirit). ``fit`` sets it *before* that step, so with warmup the first step runs at ``1/n_warm``.
 
     ``warmup`` is the fraction of steps with a linear ramp from 0; after it,
     ``constant`` stays at 1, ``linear`` falls to 0, ``warmup_cosine`` follows a
@@ -632,6 +633,11 @@ class Records:
                 state.best_weights = clone_weights(self.model)
 
 
+def _ending(state: State, control: Control, limit: float) -> bool:
+    """True when the run should take no further epoch: stopped, at its step limit or its last epoch."""
+    return control.should_stop or state.step >= limit or state.epoch >= state.cfg.epochs
+
+
 def _train_mode(model: nn.Module, groups: Sequence[surgery.LayerGroup], cfg: TrainConfig) -> None:
     model.train()
     surgery.set_bn_mode(groups, cfg.train_bn)  # BatchNorm of frozen groups stays in eval mode
@@ -678,14 +684,11 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
         for cb in callbacks:
             cb(event, state, control)
 
-    def ending() -> bool:
-        return control.should_stop or state.step >= limit or state.epoch >= cfg.epochs
-
     failure: BaseException | None = None
     state.status, state.started_at = "running", time.perf_counter()
     try:
         emit("fit_start")
-        while state.status == "running" and not ending():
+        while state.status == "running" and not _ending(state, control, limit):
             _train_mode(model, groups, cfg)
             first = state.step
             for batch in train_dl:
@@ -714,7 +717,7 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
                 raise DataError(_empty_loader_message("train_dl", train_dl, state.epoch))
             state.epoch += 1
             # with eval_every, evaluate on that cadence and once more at the very end, not per epoch
-            if records.count and (not cfg.eval_every or ending()):
+            if records.count and (not cfg.eval_every or _ending(state, control, limit)):
                 records.evaluate()
                 emit("eval_end")
             emit("epoch_end")
