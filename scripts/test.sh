@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${TLKIT_VENV:-.venv}"
 bash scripts/setup.sh --test
+bash scripts/classic_env.sh "$VENV"   # classic Notebook 6.5 + ipywidgets 7.7 (Colab's stack) for the browser test
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
