@@ -199,7 +199,8 @@ class LivePlot:
             ax.set_xlim(0, 1.05)
             ax.set_xlabel("gradient norm / largest")
             ax.set_title("gradient norm per group", fontsize=10)
-            self._grad_text = ax.text(1.0, -0.75, "", ha="right", va="center", fontsize=7, animated=True)
+            self._grad_text = ax.text(0.98, 0.98, "", transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                                      animated=True)
         legend = self.fig.legend([Line2D([], [], **styles[n]) for n in self.series], self.series, loc="upper right",
                                  ncol=len(self.series), fontsize=8, frameon=False, bbox_to_anchor=(0.995, 1.0))
         plots.plain_text(*legend.get_texts())
@@ -679,7 +680,7 @@ class TrainPanel(runs.Listener):
             if state.history or run.samples:
                 if 0 < state.step < state.total_steps and state.steps_per_epoch:
                     self._live.set_x_max(state.step / state.steps_per_epoch)  # stopped early: zoom to what ran
-                self._redraw(run, state)
+                self._redraw(run, state, grads=grad_norms(self.groups))  # the last step's gradients are kept
             if len(self.redraws) >= 2:  # redraws per second, the final one included
                 self.refresh_rate = (len(self.redraws) - 1) / (self.redraws[-1] - self.redraws[0])
         finally:
