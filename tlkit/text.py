@@ -8,7 +8,7 @@ The pieces, in the order the chapter uses them:
     dl = text_loader(ds, 32, shuffle=True, seed=0)      # length buckets + per-batch padding
     model = load_classifier("minilm-l6", num_labels=2)  # BertClassifier: groups word_embeddings,
                                                         # embeddings, layer0..5, head
-    cfg = finetune_config(len(ds), recipe=top_layers(model, 2))   # head + last 2 layers, LR x0.8 per layer down
+    cfg = finetune_config(len(ds), recipe=top_layers(model, 2), model=model)   # head + last 2 layers, LR x0.8 down
     train.fit(model, dl, valid_dl, cfg)
     X = FeatureCache().features(model, tok, texts)      # frozen mean-pooled sentence embeddings
     runner = FineTuneRunner(...); runner.run(method, budget, seed)   # for tlkit.sweep.sweep
