@@ -54,3 +54,13 @@ def test_notebook_04_records_every_method_on_both_pairs(result):
     # a domain classifier separates MNIST from MNIST-M-style features clearly (PAD in [0, 2])
     assert 0.5 < _value(recs, "source_only", "pad_features")["value"] <= 2.0
     assert 0.0 <= _value(recs, "panel_dann", "target_acc")["value"] <= 1.0
+
+
+def test_notebook_04_exercises_wait_for_answers_and_the_quiz_renders(result):
+    """The student's copy has empty answers: "Run all" goes through, each check says so, the quiz shows."""
+    from tlkit import course, exercises
+
+    done = course.executed_summary(result.notebook)
+    assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(4)}
+    assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
+    assert done["quiz_widget"]

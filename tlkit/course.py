@@ -47,7 +47,8 @@ import nbformat
 
 from tlkit import exercises
 
-__all__ = ["solutions_dir", "coursework_cells", "student_cells", "install", "build", "grade", "GradeRow"]
+__all__ = ["solutions_dir", "coursework_cells", "student_cells", "install", "executed_summary", "build", "grade",
+           "GradeRow"]
 
 TAG = "coursework"        # cells the grader keeps
 QUIZ_TAG = "quiz"         # the self-test quiz: in the chapter, not graded
@@ -165,6 +166,25 @@ def install(nb: Any, chapter: int, *, instructor: bool = False, directory: Path 
 def _chapter_of(path: Path) -> int | None:
     m = re.match(r"(\d\d)_", path.name)
     return int(m.group(1)) if m else None
+
+
+def executed_summary(nb: Any) -> dict[str, Any]:
+    """What "Run all" left in an executed chapter: each check cell's printed text and whether the quiz rendered.
+
+    The chapter tests use it to show that an unanswered copy runs through
+    (every check says "not answered yet") and that the quiz widget appears.
+    """
+    checks = {}
+    quiz_widget = False
+    for c in nb.cells:
+        meta = c.get("metadata", {})
+        if meta.get("nbgrader", {}).get("grade"):
+            checks[meta["nbgrader"]["grade_id"]] = "".join(o.get("text", "") for o in c.get("outputs", [])
+                                                           if o.get("output_type") == "stream")
+        if QUIZ_TAG in meta.get("tags", []) and c.get("cell_type") == "code":
+            quiz_widget = any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                              for o in c.get("outputs", []))
+    return {"checks": checks, "quiz_widget": quiz_widget}
 
 
 # --------------------------------------------------------------------------- build
