@@ -439,11 +439,16 @@ def test_gradient_bars_show_frozen_groups_as_frozen():
 def test_hand_frozen_parameters_are_shown_frozen_and_survive_a_panel_run():
     tr, va = data()
     model = toy.MLP()
-    for prm in model[0].parameters():                # layer0 frozen by hand, entirely
+    for prm in model[1].parameters():                # layer1 (Linear + BatchNorm) frozen by hand, entirely
         prm.requires_grad_(False)
-    before = train.clone_weights(model)
+    before = train.clone_weights(model)              # BatchNorm running statistics included
     p = TrainPanel(model, tr, va, cfg=TrainConfig(epochs=1, lr=3e-3), background=False)
-    assert p.frozen == ("layer0",) and not p._toggles[0].value and p._train_last.value == 2
+    assert p.frozen == ("layer1",) and not p._toggles[1].value and p._toggles[0].value
     p._train_btn.click()
+    assert p.history[0].state.status == "finished"
     after = train.clone_weights(model)
-    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("0."))
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("1.")), "layer1 changed"
+    assert not torch.equal(after["0.0.weight"], before["0.0.weight"])      # layer0 trained
+    p.set(train_last=3)                              # the user switches layer1 on: an explicit unfreeze
+    p.train(block=True)
+    assert not torch.equal(train.clone_weights(model)["1.0.weight"], before["1.0.weight"])

@@ -506,12 +506,14 @@ class RunManager:
         return trainable, total
 
     def _apply_freezing(self, frozen: Sequence[str]) -> None:
-        """requires_grad for a run: frozen groups off, the others on except parameters frozen by hand."""
-        frozen = set(frozen)
-        for g in self.groups:
-            for p in g.parameters():
-                keep = id(p) in self.hand_frozen and g.name not in self.unfrozen_by_user
-                p.requires_grad_(g.name not in frozen and not keep)
+        """Before a run: groups the user switched from frozen to trained also lose their hand freezing.
+
+        ``fit`` then freezes exactly ``cfg.frozen`` with ``surgery.apply_frozen``, which
+        leaves every other parameter frozen by hand as it is.
+        """
+        explicit = [g for g in self.unfrozen_by_user if g not in set(frozen)]
+        if explicit:
+            surgery.unfreeze(self.groups, explicit, include_hand_frozen=True)
 
     # ------------------------------------------------------------------ names
     def describe(self, cfg: TrainConfig) -> str:
@@ -716,12 +718,9 @@ class RunManager:
                                 else (["valid"] if valid_dl is not None else []))
             self.listener.run_started(run, self.valid_names)
             self.listener.say(f"run {run.number} ({run.name}): training…")
-            # freezing is applied above (hand-frozen parameters kept); fit leaves requires_grad as it is
-            fit_cfg = dataclasses.replace(run.cfg, frozen=None)
-            state = train.fit(self.model, train_dl, valid_dl, fit_cfg, groups=self.groups, step=step,
+            state = train.fit(self.model, train_dl, valid_dl, run.cfg, groups=self.groups, step=step,
                               evaluate_fn=self.evaluate_fn, callbacks=(self._make_callback(run), *self.callbacks),
                               control=run.control, on_error="return")
-            state.cfg = run.cfg
         except train.TrainingError as exc:
             state = exc.state
             state.status, state.message, state.error = "failed", str(exc), exc
