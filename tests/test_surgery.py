@@ -385,3 +385,8 @@ def test_bn_with_all_parameters_frozen_stays_in_eval_in_a_trained_group():
     model.train()
     surgery.set_bn_mode(groups, train_bn=True)
     assert bn.training
+
+
+def test_an_example_the_model_rejects_is_an_error():
+    with pytest.raises(GroupError, match="failed on the example"):
+        surgery.layer_groups(MyNet(), example=torch.randn(2, 5))

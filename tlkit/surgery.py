@@ -119,14 +119,20 @@ def _is_head_layer(m: nn.Module) -> bool:
 
 
 def _final_layer(model: nn.Module, example: Any) -> tuple[nn.Module | None, str]:
-    """The module producing the logits and how it was found."""
+    """The module producing the logits and how it was found.
+
+    ``get_classifier()`` when the model has one; else the last ``nn.Linear``/1x1 convolution
+    run on ``example`` (a Hugging Face model's own ``dummy_inputs`` when none is given); else
+    the last one registered. An ``example`` the caller gave that fails raises.
+    """
     get = getattr(model, "get_classifier", None)
     if callable(get):
         head = get()
         if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
             return head, "get_classifier()"
-    if example is None:
-        example = getattr(model, "dummy_inputs", None)  # Hugging Face models carry one
+    how = "registration order"
+    given = example is not None
+    example = example if given else getattr(model, "dummy_inputs", None)  # Hugging Face models carry one
     if example is not None:
         order: list[nn.Module] = []
         hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
@@ -136,19 +142,17 @@ def _final_layer(model: nn.Module, example: Any) -> tuple[nn.Module | None, str]
             model.eval()
             with torch.no_grad():
                 model(**example) if isinstance(example, Mapping) else model(example)
-        except Exception as exc:  # noqa: BLE001 - an example that does not fit: say so, use registration order
-            order = []
-            how = f"registration order (the example input failed: {type(exc).__name__})"
-        else:
-            how = "the last one run in forward"
+        except Exception as exc:  # noqa: BLE001 - re-raised for a given example, noted for dummy_inputs
+            if given:
+                raise GroupError(f"layer_groups(example=...): {type(model).__name__} failed on the example "
+                                 f"({type(exc).__name__}: {exc}); pass an input batch the model accepts") from exc
+            how = f"registration order (its dummy_inputs failed: {type(exc).__name__})"
         finally:
             for h in hooks:
                 h.remove()
             model.train(was)
         if order:
             return order[-1], "last nn.Linear/1x1 conv run in forward"
-    else:
-        how = "registration order"
     last = [m for m in model.modules() if _is_head_layer(m)]
     return (last[-1] if last else None), f"last nn.Linear/1x1 conv in {how}"
 
