@@ -293,6 +293,8 @@ def test_quiz_result_questions_follow_the_run():
     assert best_option(RECORDS[4]) == "dann"
     flipped = [dict(r, value=0.9) if r["method"] == "coral" and r["metric"] == "target_acc" else r for r in RECORDS[4]]
     assert best_option(flipped) == "coral"
+    ch1 = next(x for x in quiz.for_chapter(1, RECORDS[1]).questions if "labels per class" in x.prompt)
+    assert "at 25 labels" in ch1.prompt and ch1.options[ch1.answer].text == "frozen"  # not the 400-label winner
 
 
 def test_quiz_without_results_skips_those_questions_and_says_so():

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["Option", "Question", "Quiz", "for_chapter", "find", "records_table"]
+__all__ = ["Option", "Question", "Quiz", "for_chapter", "find", "records_table", "latest", "which_best"]
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,41 @@ class Quiz:
 
 
 # --------------------------------------------------------------------------- results of this run
-def records_table(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """``report.records()`` keyed by (method, metric); a later record of the same key wins."""
-    return {(r["method"], r["metric"]): r for r in records}
+Table = dict[tuple[str, str], list[dict[str, Any]]]
 
 
-def find(records: dict[tuple[str, str], dict[str, Any]], method: str, metric: str) -> float:
-    """The value recorded for (method, metric); ``KeyError`` naming it when this run did not record it."""
+def records_table(records: Iterable[dict[str, Any]]) -> Table:
+    """``report.records()`` grouped by (method, metric), in recording order (e.g. one per label budget)."""
+    table: Table = {}
+    for r in records:
+        table.setdefault((r["method"], r["metric"]), []).append(r)
+    return table
+
+
+def find(records: Table, method: str, metric: str) -> float:
+    """The last value recorded for (method, metric); ``KeyError`` naming it when this run did not record it."""
     if (method, metric) not in records:
         raise KeyError(f"{method} / {metric}")
-    return float(records[(method, metric)]["value"])
+    return float(records[(method, metric)][-1]["value"])
 
 
-QuestionSource = Question | Callable[[dict[tuple[str, str], dict[str, Any]]], Question]
+def latest(records: Table, metric: str) -> dict[str, float]:
+    """method -> last value of ``metric``, for every method that recorded it."""
+    return {m: float(rs[-1]["value"]) for (m, k), rs in records.items() if k == metric}
+
+
+def which_best(prompt: str, values: dict[str, float], *, fmt: str = "{:.3f}") -> Question:
+    """A result question "which X scored highest in this run?": one option per entry of ``values``."""
+    if len(values) < 2:
+        raise KeyError(f"at least two results for {prompt!r}")
+    best = max(values, key=values.get)
+    return Question(prompt, tuple(
+        Option(name, name == best, f"{name}: {fmt.format(v)}" + (" — the highest in this run." if name == best
+                                                                else f", below {best} ({fmt.format(values[best])})."))
+        for name, v in values.items()), from_run=True)
+
+
+QuestionSource = Question | Callable[[Table], Question]
 
 
 def build(title: str, sources: Sequence[QuestionSource], records: Iterable[dict[str, Any]] = ()) -> Quiz:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tlkit.exercises import Exercise, Mistake, close, need_tensor
-from tlkit.quiz import Option, Question, find
+from tlkit.quiz import Option, Question, which_best
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:
@@ -151,19 +151,13 @@ QUIZ_TITLE = "Chapter 1 quiz: word embeddings"
 
 def _q_best_small(r: dict) -> Question:
     """Which initialisation won at the smallest label budget"""
-    rows = {k[0]: v for k, v in r.items() if k[1] == "movies_acc" and k[0] in ("random", "frozen", "fine-tuned")}
+    rows = [x for m in ("random", "frozen", "fine-tuned") for x in r.get((m, "movies_acc"), [])]
     if not rows:
         raise KeyError("random|frozen|fine-tuned / movies_acc")
-    smallest = min((v.get("budget") for v in rows.values()), key=lambda b: float(b))
-    acc = {k[0]: float(v["value"]) for k, v in r.items()
-           if k[1] == "movies_acc" and k[0] in ("random", "frozen", "fine-tuned") and v.get("budget") == smallest}
-    best = max(acc, key=acc.get)
-    return Question(
-        f"In this run, at {smallest} labels per class, which embedding initialisation had the highest mean movie "
-        "test accuracy?",
-        tuple(Option(m, m == best, f"{m}: {a:.3f} in this run" + (" — the best." if m == best else
-                                                                  f", below {best} ({acc[best]:.3f}).")) for m, a in acc.items()),
-        from_run=True)
+    smallest = min((x.get("budget") for x in rows), key=lambda b: float(b))
+    acc = {x["method"]: float(x["value"]) for x in rows if x.get("budget") == smallest}
+    return which_best(f"In this run, at {smallest} labels per class, which embedding initialisation had the "
+                      "highest mean movie test accuracy?", acc)
 
 
 def _q_gain(r: dict) -> Question:
@@ -171,7 +165,7 @@ def _q_gain(r: dict) -> Question:
     key = next((k for k in r if k[0] == "pretrained - random" and k[1].startswith("acc_gain@")), None)
     if key is None:
         raise KeyError("pretrained - random / acc_gain@...")
-    gain = float(r[key]["value"])
+    gain = float(r[key][-1]["value"])
     pos = gain > 0
     return Question(
         f"With the fewest labels ({key[1].split('@')[1]} per class), did pretrained vectors beat random "

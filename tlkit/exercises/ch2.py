@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tlkit.exercises import Exercise, Mistake, close, need_tensor
-from tlkit.quiz import Option, Question, find
+from tlkit.quiz import Option, Question, find, latest, which_best
 
 
 # --------------------------------------------------------------------------- ch2_pool
@@ -207,13 +207,9 @@ def _q_best_at(largest: bool) -> Callable[[dict], Question]:
         if not budgets:
             raise KeyError("<method> / acc_at_<budget>")
         b = budgets[-1] if largest else budgets[0]
-        acc = {k[0]: float(v["value"]) for k, v in r.items() if k[1] == f"acc_at_{b}"}
-        best = max(acc, key=acc.get)
-        return Question(
-            f"At {b} labels per class, which method had the highest mean movie test accuracy in this run?",
-            tuple(Option(m, m == best, f"{m}: {a:.3f}" + (" — the best in this run." if m == best
-                                                         else f", below {best} ({acc[best]:.3f}).")) for m, a in acc.items()),
-            from_run=True)
+        acc = latest(r, f"acc_at_{b}")
+        return which_best(f"At {b} labels per class, which method had the highest mean movie test accuracy "
+                          "in this run?", acc)
     build.__doc__ = f"Best method at the {'largest' if largest else 'smallest'} label budget"
     return build
 

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tlkit.exercises import Exercise, Mistake, close, need_tensor
-from tlkit.quiz import Option, Question, find
+from tlkit.quiz import Option, Question, find, latest, which_best
 
 
 # --------------------------------------------------------------------------- ch3_freeze
@@ -167,16 +167,11 @@ def _q_norm(r: dict) -> Question:
 
 def _q_gain(r: dict) -> Question:
     """Which transfer method gained most over training from scratch"""
-    gains = {k[0]: float(v["value"]) for k, v in r.items() if k[1] == "gain_vs_scratch_at_smallest_budget"}
+    gains = latest(r, "gain_vs_scratch_at_smallest_budget")
     if not gains:
         raise KeyError("<method> / gain_vs_scratch_at_smallest_budget")
-    best = max(gains, key=gains.get)
-    return Question(
-        "At the smallest label budget, which method gained most over training the same network from scratch, "
-        "in this run?",
-        tuple(Option(m, m == best, f"{m}: {g:+.3f} over scratch" + (" — the largest gain." if m == best else "."))
-              for m, g in gains.items()),
-        from_run=True)
+    return which_best("At the smallest label budget, which method gained most over training the same network "
+                      "from scratch, in this run?", gains, fmt="{:+.3f} over scratch")
 
 
 QUIZ = [
