@@ -74,3 +74,13 @@ def test_notebook_03_panel_trains_by_script(result):
     r = _records(result.records, "panel: fine-tune last 3", "valid_acc")[-1]
     assert r["status"] == "finished" and 0.0 <= r["value"] <= 1.0
     assert _records(result.records, "chapter", "wall_s")[-1]["value"] > 0
+
+
+def test_notebook_03_exercises_wait_for_answers_and_the_quiz_renders(result):
+    """The student's copy has empty answers: "Run all" goes through, each check says so, the quiz shows."""
+    from tlkit import course, exercises
+
+    done = course.executed_summary(result.notebook)
+    assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(3)}
+    assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
+    assert done["quiz_widget"]
