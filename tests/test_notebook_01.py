@@ -48,3 +48,13 @@ def test_cross_domain_table_and_panel_run_are_recorded(result):
             assert (method, metric) in metrics
     panel = [r for r in result.records if r["method"].startswith("panel")]
     assert len(panel) == 1 and 0.0 <= panel[0]["value"] <= 1.0
+
+
+def test_notebook_01_exercises_wait_for_answers_and_the_quiz_renders(result):
+    """The student's copy has empty answers: "Run all" goes through, each check says so, the quiz shows."""
+    from tlkit import course, exercises
+
+    done = course.executed_summary(result.notebook)
+    assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(1)}
+    assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
+    assert done["quiz_widget"]
