@@ -192,6 +192,12 @@ def test_sentiment_task_runs_every_strategy_and_pretrained_helps():
     task = SentimentTask.build(train, {"in": test, "other": test.iloc[:50]}, kv, steps=30, device="cpu")
     assert task.config("frozen", 10).frozen == ("embedding",)
     assert task.config("fine-tuned", 10).frozen == ()
+    for m in ("random", "frozen", "fine-tuned"):   # the recipes give what the strategies always trained with
+        c = task.config(m, 10)
+        assert (c.train_bn, c.lrs, c.lr_decay, c.optimizer) == (False, None, 1.0, "adam")
+    assert [g.name for g in surgery.layer_groups(task.make_model("frozen"))] == list(MeanPoolClassifier.GROUPS)
+    with pytest.raises(ValueError, match="strategy"):
+        task.config("pretrained", 10)
     assert task.config("random", 4).epochs == 30               # tiny budgets still get ~steps updates
     big = task.config("random", 5_000)
     assert big.batch_size == 64 and big.epochs == 1            # at least one epoch, larger batches
