@@ -18,13 +18,7 @@ from tlkit import surgery, toy, train  # noqa: E402
 from tlkit.config import ConfigError, TrainConfig  # noqa: E402
 from tlkit.ui import TrainPanel  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from panel_helpers import one_thread  # noqa: E402,F401 - an autouse fixture
 
 
 def loaders(batch_size: int = 32, n_train: int = 128):

@@ -4,13 +4,11 @@ No ipywidgets here: ``RunManager`` is driven directly, as ui.py's views drive it
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -20,17 +18,11 @@ from torch import nn
 
 from tlkit import runs, surgery, toy, train
 from tlkit.config import ConfigError, TrainConfig
-from tlkit.runs import Listener, Run, RunManager, diagnose
+from tlkit.runs import Listener, RunManager, diagnose
+
+from panel_helpers import one_thread, slow_step, wait_until  # noqa: F401 - one_thread is an autouse fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class DropoutMLP(nn.Sequential):
@@ -51,21 +43,6 @@ def manager(model=None, tr=None, **kw) -> RunManager:
     return RunManager(model if model is not None else toy.MLP(),
                       tr if tr is not None else train.loader(toy.blobs(256, seed=0), 32, shuffle=True),
                       valid_dl(), **kw)
-
-
-def slow_step(delay: float):
-    def step(model, batch, ctx):
-        time.sleep(delay)
-        return train.supervised_step(model, batch, ctx)
-    return step
-
-
-def wait_until(pred, timeout: float = 60.0) -> None:
-    end = time.time() + timeout
-    while not pred():
-        if time.time() > end:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def test_runs_imports_no_widgets_or_matplotlib():

@@ -6,8 +6,6 @@ runner); the threaded tests use the default background thread.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -17,14 +15,7 @@ from tlkit import plots, surgery, toy, train, ui  # noqa: E402
 from tlkit.config import ConfigError, TrainConfig  # noqa: E402
 from tlkit.ui import Run, TrainPanel, _Throttle, accepted_kwargs, extra_widget  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two torch threads on a loaded 2-core machine make tiny steps 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from panel_helpers import one_thread, slow_step, wait_until  # noqa: E402,F401 - one_thread is an autouse fixture
 
 
 def data(n_train: int = 256, batch_size: int = 32):
@@ -38,21 +29,6 @@ def panel(**kw) -> TrainPanel:
     kw.setdefault("cfg", TrainConfig(epochs=2, lr=3e-3))
     kw.setdefault("background", False)
     return TrainPanel(toy.MLP(), tr, va, **kw)
-
-
-def slow_step(delay: float):
-    def step(model, batch, ctx):
-        time.sleep(delay)  # long enough that "within one step" is measurable
-        return train.supervised_step(model, batch, ctx)
-    return step
-
-
-def wait_until(pred, timeout: float = 90.0) -> None:
-    end = time.time() + timeout
-    while not pred():
-        if time.time() > end:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def same(a: dict, b: dict) -> bool:

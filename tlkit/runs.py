@@ -32,7 +32,6 @@ import signal
 import statistics
 import sys
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
