@@ -338,3 +338,23 @@ def test_quiz_widget_records_answers_and_shows_the_explanation():
     button.click()
     assert "Right" in feedback.value and q.answers == {0: q.questions[0].answer}
     assert "Score: 1 / " in box.children[-1].value
+
+
+def test_quiz_widget_works_with_ipywidgets_7(tmp_path):
+    """Colab's stack: the same quiz on ipywidgets 7.7 (``.venv-classic``, built by scripts/classic_env.sh)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    python = Path(os.environ.get("TLKIT_CLASSIC_VENV", root / ".venv-classic")) / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{python} is missing: run `bash scripts/classic_env.sh`")
+    code = ("import ipywidgets as W; assert W.__version__.startswith('7.'), W.__version__\n"
+            "from tlkit import quiz\n"
+            "q = quiz.for_chapter(4, [])\n"
+            "_, radio, button, feedback = q.show().children[1].children\n"
+            "assert radio.value is None\n"
+            "radio.value = q.questions[0].answer; button.click()\n"
+            "assert 'Right' in feedback.value and q.score() == (1, len(q.questions)), feedback.value\n")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([str(python), "-c", code], check=True, env=env, cwd=tmp_path)

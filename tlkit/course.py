@@ -475,6 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("sync", help="(maintainers) rewrite the exercise and quiz cells at the end of chapter notebooks")
     s.add_argument("notebooks", nargs="+", help="chapter notebooks to update in place")
     args = p.parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:  # a clear line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: Any) -> int:
     if args.what == "sync":
         for path in map(Path, args.notebooks):
             ch = _chapter_of(path)
