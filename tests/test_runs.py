@@ -292,3 +292,60 @@ def test_diagnosis_names_the_pattern_and_the_epoch():
     assert diagnose(flat).startswith("Underfitting") and "higher learning rate" in diagnose(flat)
     diverged = _state([], status="diverged")
     assert diagnose(diverged).startswith("Diverged") and "Lower the learning rate" in diagnose(diverged)
+
+
+def test_interrupt_button_of_a_real_kernel_stops_a_background_run():
+    """ipykernel ignores SIGINT while idle: the panel's hook must still hear the interrupt button."""
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km = jupyter_client.KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+
+        def run(code: str) -> str:
+            out = []
+            kc.execute_interactive(code, timeout=120, output_hook=lambda m: out.append(
+                m["content"].get("text", "") if m["msg_type"] == "stream" else ""))
+            return "".join(out)
+
+        run(textwrap.dedent("""
+            import time, torch
+            from tlkit import runs, toy, train
+            from tlkit.config import TrainConfig
+            torch.set_num_threads(1)
+            def slow(model, batch, ctx):
+                time.sleep(0.02)
+                return train.supervised_step(model, batch, ctx)
+            m = runs.RunManager(toy.MLP(), train.loader(toy.blobs(256, seed=0), 32, shuffle=True),
+                                train.loader(toy.blobs(64, seed=1), 64), cfg=TrainConfig(epochs=500, eval_every=4),
+                                step=slow)
+            r = m.start(block=False)
+        """))
+        assert "step" in run("while r.state is None or r.state.step < 8: time.sleep(0.01)\nprint('step', r.state.step)")
+        time.sleep(0.5)                       # the kernel is idle now, the run goes on in its thread
+        km.interrupt_kernel()
+        out = run("s = r.wait(60); print(s.status, s.step < 4000, len(s.history) >= 2, m.runs == [r])")
+        assert out.split() == ["interrupted", "True", "True", "True"], out
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_a_drawing_failure_still_puts_the_run_on_the_board():
+    class Broken(Listener):
+        def __init__(self):
+            self.said = []
+
+        def say(self, text, kind="info"):
+            self.said.append(text)
+
+        def run_finished(self, run):
+            raise ValueError("mathtext cannot parse $\\foo$")
+
+    listener = Broken()
+    m = manager(listener=listener, cfg=TrainConfig(epochs=1, lr=3e-3))
+    s = m.train(block=True)
+    assert s.status == "finished" and len(m.runs) == 1 and not m.running
+    assert "finished" in listener.said[-1] and "drawing failed" in m.runs[0].settings["notes"]

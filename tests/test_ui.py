@@ -428,3 +428,14 @@ def test_hand_frozen_parameters_are_shown_frozen_and_survive_a_panel_run():
     p.set(train_last=3)                              # the user switches layer1 on: an explicit unfreeze
     p.train(block=True)
     assert not torch.equal(train.clone_weights(model)["1.0.weight"], before["1.0.weight"])
+
+
+def test_re_executed_panel_cell_stops_the_old_panels_run():
+    old = panel(background=True, step=slow_step(0.02), cfg=TrainConfig(epochs=100, lr=3e-3), title="ch-x panel")
+    old._train_btn.click()
+    run = old._current
+    wait_until(lambda: run.state is not None and run.state.step >= 3)
+    new = panel(title="ch-x panel")             # the same cell run again
+    assert not run.running and run.state.status == "stopped" and len(old.runs) == 1
+    assert "closed" in old.message and "replaced" in old.message
+    assert not new.running and len(new.runs) == 0
