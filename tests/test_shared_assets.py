@@ -102,6 +102,13 @@ def test_a_directory_where_the_weight_file_belongs_is_a_clear_error(dirs, monkey
         (glove / f).mkdir(parents=True)
     with pytest.raises(AssetError, match=r"glove_6B_50d_emb\.npy is a directory"):
         assets.word_vectors("glove-50", gensim=False)
+    # an asset without a recorded checksum: still no raw IsADirectoryError
+    fake = cache / "sk" / "sklearn"
+    (fake / "datasets" / "data" / "digits.csv.gz").mkdir(parents=True)
+    real = assets._package_dir
+    monkeypatch.setattr(assets, "_package_dir", lambda m: fake if m == "sklearn" else real(m))
+    with pytest.raises(AssetError, match=r"digits\.csv\.gz is a directory"):
+        assets.locate("uci-digits")
 
 
 def test_checksum_once_then_a_stamp_in_the_users_cache(dirs, monkeypatch):

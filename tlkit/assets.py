@@ -691,9 +691,13 @@ def check_file(asset: Asset, path: Path, sha: str) -> None:
 
 
 def check_files(asset: Asset, path: Path) -> Path:
-    """Check every file of ``asset`` that has a recorded sha256 (see :func:`check_file`); returns ``path``."""
+    """Check every file of ``asset`` that has a recorded sha256 (see :func:`check_file`); returns ``path``.
+    An asset without checksums whose path names a file (``digits.csv.gz``) must at least not be a directory."""
     for rel, sha in asset.checks:
         check_file(asset, path / rel if rel else path, sha)
+    if not asset.checks and path.suffix and path.is_dir():
+        raise AssetError(f"asset {asset.name!r}: {path} is a directory, but the asset's file belongs there; "
+                         f"remove that directory, then {_repair_hint(asset, path)}")
     return path
 
 
