@@ -53,3 +53,13 @@ def test_too_high_lr_run_and_panel_are_reported(result):
     assert 0.0 <= v[("lr_too_high", "movies_acc")] <= 1.0
     assert 0.0 <= v[("panel_top2", "valid_acc")] <= 1.0
     assert v[("chapter", "wall_s")] > 0 and v[("chapter", "peak_rss_mb")] > 0
+
+
+def test_notebook_02_exercises_wait_for_answers_and_the_quiz_renders(result):
+    """The student's copy has empty answers: "Run all" goes through, each check says so, the quiz shows."""
+    from tlkit import course, exercises
+
+    done = course.executed_summary(result.notebook)
+    assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(2)}
+    assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
+    assert done["quiz_widget"]
