@@ -264,6 +264,9 @@ CLI_CASES = [
     ("env unknown flag", lambda tmp: ["env", "--bogus"], 2, r"unrecognized arguments: --bogus"),
     ("assets install unknown", lambda tmp: ["assets", "install", "nonexistent"], 2, r"unknown asset 'nonexistent'; known"),
     ("assets unknown command", lambda tmp: ["assets", "bogus"], 2, r"invalid choice: 'bogus'"),
+    ("notebooks into a file", lambda tmp: ["notebooks", _file(tmp)], 2, r"is a file; give a folder"),
+    ("course without a verb", lambda tmp: ["course"], 2, r"required"),
+    ("course grade nowhere", lambda tmp: ["course", "grade", str(tmp / "none")], 2, r"no submissions folder"),
 ]
 
 
