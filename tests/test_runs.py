@@ -230,8 +230,8 @@ def test_kernel_interrupt_stops_a_background_run_keeping_weights_and_history(tmp
         run = m.start(block=False)
         while run.state is None or run.state.step < 10:
             time.sleep(0.01)
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)   # inside the try: the interrupt may come at once
             while run.running:
                 time.sleep(0.05)
         except KeyboardInterrupt:

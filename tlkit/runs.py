@@ -798,10 +798,11 @@ class RunManager:
             values = [r[col] for r in s.history if col in r and r[col] == r[col]]
             row[f"best_{col}"] = (min(values) if kind == "loss" else max(values)) if values else math.nan
             row[f"final_{col}"] = last.get(col, math.nan)
-        row.update({"steps": s.step, "time_s": round(s.elapsed, 2), "batch": run.batch_size})
+        row.update({"steps": s.step, "time_s": round(s.elapsed, 2)})
         diff = self.changes(run)
         row["changed"] = ", ".join(f"{v}" if k == "trains" else f"{k} {fmt(v)}" for k, v in diff.items()) or (
             "" if run is (self.runs[0] if self.runs else None) else "same settings")
+        row["batch"] = run.batch_size  # what the loader really yields, not what the config asked for
         if full:
             row.update({"trains": self.describe(cfg), "trainable_params": s.trainable_params, "lr": cfg.lr,
                         "lr_decay": cfg.lr_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,

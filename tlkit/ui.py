@@ -702,13 +702,13 @@ class TrainPanel(runs.Listener):
             best_run = df.loc[df[best_col].idxmin() if mon.endswith("loss") else df[best_col].idxmax(), "run"]
         cols = list(df.columns)
         cell = "padding:2px 6px;text-align:left;white-space:nowrap"
-        wrap = "padding:2px 6px;text-align:left;white-space:normal;min-width:12em;max-width:28em"
+        wrap = "padding:2px 6px;text-align:left;white-space:normal;min-width:8em;max-width:16em"
         head = "".join(f"<th style='{cell}'>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
         body = []
         for _, r in df.iterrows():
             weight = "bold" if r["run"] == best_run else "normal"
-            cells = "".join(f"<td style='{wrap if c in ('changed', 'diagnosis', 'config') else cell}'>"
-                            f"{html.escape(runs.fmt(r[c]))}</td>" for c in cols)
+            cells = "".join(f"<td style='{wrap if c in ('name', 'changed', 'diagnosis', 'config') else cell}'>"
+                            f"{html.escape(runs.fmt(r[c]))}</td>" for c in cols)  # long text wraps
             body.append(f"<tr style='font-weight:{weight};border-top:1px solid rgba(128,128,128,0.35)'>{cells}</tr>")
         seeds = m.seed_summary()
         seed_html = ""
