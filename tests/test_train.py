@@ -383,3 +383,15 @@ def test_same_seed_same_run_on_every_fit_call(kind):
     other = fit(copy.deepcopy(model), dl, va, TrainConfig(epochs=2, seed=4, log_steps=True))
     assert [s["loss"] for s in other.steps] != [s["loss"] for s in runs[0].steps]  # the seed matters
 
+
+
+def test_restore_best_with_no_usable_metric_says_so():
+    tr, va = loaders()
+
+    def nan_eval(model, dl, **kw):
+        return {"acc": float("nan")}
+
+    model = toy.MLP()
+    state = fit(model, tr, va, TrainConfig(epochs=2, restore_best=True), evaluate_fn=nan_eval)
+    assert state.status == "finished" and state.best_weights is None
+    assert "restore_best: valid_acc never had a value" in state.message

@@ -102,7 +102,10 @@ class TrainConfig:
     steps below the head gets ``lr * lr_decay ** d`` (``lr_decay=1`` gives every
     group the same rate); ``lrs`` sets chosen groups explicitly by name and wins
     over the decay. ``frozen`` names the groups whose weights must not change
-    (``None`` leaves ``requires_grad`` as the model has it).
+    (``None`` leaves ``requires_grad`` as the model has it); a dict is refused, not read as names.
+    Numbers may be numpy scalars (``np.int64(3)``, ``np.float32(1e-3)``); they are stored as plain
+    ints and floats. ``seed`` runs from 0 to 2**32 - 1 (what numpy accepts). Every bad value raises
+    ``ConfigError`` naming the field, what it must be and an example.
     """
 
     epochs: int = 3

@@ -613,6 +613,17 @@ class Records:
         self._track_best(row)
         return row
 
+    def restore_best(self) -> None:
+        """Load the best weights when ``cfg.restore_best`` (not after a failure); say so when there are none."""
+        state = self.state
+        if not state.cfg.restore_best or state.status == "failed":
+            return
+        if state.best_weights is not None:
+            self.model.load_state_dict(state.best_weights)
+        elif state.history:  # e.g. the monitored metric was NaN at every evaluation
+            state.message = "; ".join(filter(None, [state.message, f"restore_best: {state.monitor} never had a "
+                                                    "value to compare, so the model keeps its final weights"]))
+
     def _track_best(self, row: dict[str, float]) -> None:
         state = self.state
         fallback = state.monitor.replace("_acc", "_loss")  # 'auto' with an evaluate_fn that has no "acc"
@@ -730,8 +741,7 @@ def fit(model: nn.Module, train_dl: Iterable, valid_dl: Iterable | Mapping[str, 
         failure, state.status, state.error, state.message = exc, "failed", exc, friendly_error(exc)
     finally:
         state.elapsed = time.perf_counter() - state.started_at
-        if cfg.restore_best and state.best_weights is not None and state.status != "failed":
-            model.load_state_dict(state.best_weights)
+        records.restore_best()
         model.eval()
         emit("fit_end")
     if failure is not None and on_error == "raise":
