@@ -390,3 +390,9 @@ def test_bn_with_all_parameters_frozen_stays_in_eval_in_a_trained_group():
 def test_an_example_the_model_rejects_is_an_error():
     with pytest.raises(GroupError, match="failed on the example"):
         surgery.layer_groups(MyNet(), example=torch.randn(2, 5))
+
+
+def test_finder_keeps_a_normalisation_layer_with_the_layer_it_normalises():
+    groups = surgery.layer_groups(MyNet())
+    assert [g.name for g in groups] == ["trunk.0-1", "trunk.3-4", "head"]
+    assert all(len(g.bn_modules()) == 1 for g in groups[:2])

@@ -24,6 +24,7 @@ from torch import nn
 from . import backbones
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+NORM_TYPES = BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
 _TAG = "_tlkit_frozen"  # on a module: names of its own parameters that tlkit (not the user) froze
 
 
@@ -232,14 +233,21 @@ def find_groups(model: nn.Module, example: Any = None, n_body: int = 4) -> tuple
     if not body:
         groups = [LayerGroup("head", [head])]
         return groups, f"general finder: the whole model is its head ({head_path or type(head).__name__}, {how})"
-    sizes = [size(u) for u in body]
+    # a normalisation layer stays with the layer it normalises (no group of a lone BatchNorm)
+    blocks: list[list[tuple[str, nn.Module, list[str]]]] = []
+    for u in body:
+        if blocks and not u[2] and isinstance(u[1], NORM_TYPES):
+            blocks[-1].append(u)
+        else:
+            blocks.append([u])
+    sizes = [sum(size(u) for u in b) for b in blocks]
     total, cum, cuts = sum(sizes), 0, []
-    for s in sizes:  # group index of a unit: where the middle of it falls in the cumulative count
+    for s in sizes:  # group index of a block: where the middle of it falls in the cumulative count
         cuts.append(min(n_body - 1, int((cum + s / 2) * n_body / total)))
         cum += s
     groups: list[LayerGroup] = []
     for k in sorted(set(cuts)):
-        members = [u for u, c in zip(body, cuts) if c == k]
+        members = [u for b, c in zip(blocks, cuts) if c == k for u in b]
         name = _span_name(members[0][0], members[-1][0])
         groups.append(LayerGroup(name, [m for _, m, d in members if not d],
                                  [(m, n) for _, m, d in members for n in d]))
