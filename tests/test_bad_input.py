@@ -134,6 +134,8 @@ FIT_CASES = [
     ("valid label out of range", _blobs_dl, lambda: _labels_dl([0, 7]), {}, {}, r"label 7 but the model outputs 3", False),
     ("float labels", lambda: DataLoader(TensorDataset(torch.randn(8, 8), torch.randn(8, 4)), batch_size=4), None, {},
      {}, r"labels must be class indices.*float32 of shape \(4, 4\)", True),
+    ("int32 labels", lambda: DataLoader(TensorDataset(torch.randn(8, 8), torch.zeros(8, dtype=torch.int32)),
+                                        batch_size=4), None, {}, {}, r"labels must be int64 class indices, got torch\.int32", True),
     ("inputs only", _inputs_only, None, {}, {}, r"yielded a single tensor of shape \(16, 8\).*\(inputs, labels\)", True),
     ("dict without labels", lambda: _dict_batches("target"), None, {}, {},
      r"'labels' \(or 'label'\); its keys are \['target', 'x'\]", True),

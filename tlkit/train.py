@@ -240,12 +240,13 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
                     "labels, e.g. TensorDataset(x, y), or yield dicts with a 'labels' entry")
 
 
-def check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
+def check_labels(logits: torch.Tensor, y: torch.Tensor, *, values: bool = True) -> None:
     """Raise ``DataError`` unless ``y`` holds class indices in ``0..C-1`` for logits ``(N, C)``
     (``-100``, cross-entropy's ignore index, is allowed) or class probabilities shaped like the logits.
 
-    One ``aminmax`` over the labels: free on CPU; on a GPU it waits for the device, so the training
-    step calls it only on the first step there (evaluation checks on CPU, after the fact)."""
+    Type and shape checks are free; the range check (``values``) is one ``aminmax`` over the labels:
+    free on CPU, but on a GPU it waits for the device, so the training step asks for it only on the
+    first step there (evaluation checks on CPU, after the fact)."""
     if not isinstance(y, torch.Tensor):
         raise DataError(f"labels must be a tensor of class indices, got {type(y).__name__}: the loader must "
                         "yield (inputs, labels) pairs")
@@ -254,7 +255,10 @@ def check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
             return  # class probabilities (soft labels), which cross_entropy accepts
         raise DataError(f"labels must be class indices (an integer tensor of shape (N,)), got {y.dtype} of shape "
                         f"{tuple(y.shape)}: the loader must yield (inputs, labels) pairs with integer labels")
-    if not y.numel():
+    if y.dtype not in (torch.long, torch.uint8):  # what cross_entropy takes as class indices
+        raise DataError(f"labels must be int64 class indices, got {y.dtype}: convert them (y.long(), or "
+                        "np.int64 labels in the dataset)")
+    if not values or not y.numel():
         return
     n = logits.shape[-1]
     lo, hi = (int(v) for v in torch.aminmax(y))
@@ -280,8 +284,7 @@ def supervised_step(model: nn.Module, batch: Any, ctx: StepContext) -> dict[str,
     step on a GPU, so a label the head cannot output is an error that says so."""
     inputs, y = split_batch(batch)
     logits = forward(model, inputs)
-    if y.device.type == "cpu" or ctx.state.step == 0:
-        check_labels(logits, y)
+    check_labels(logits, y, values=y.device.type == "cpu" or ctx.state.step == 0)
     loss = F.cross_entropy(logits.float(), y)
     return {"loss": loss, "acc": (logits.argmax(-1) == y).float().mean(), "n": len(y)}
 
