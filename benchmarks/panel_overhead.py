@@ -7,7 +7,7 @@ the run-board row). Prints each wall time, the ratio (target <= 1.05) and the li
 plot's refresh rate during the panel runs (target >= 2 redraws a second): both are
 measured in the same runs, so a fast refresh cannot hide behind a separate benchmark.
 
-    python benchmarks/panel_overhead.py [--epochs 20] [--repeats 1]
+    python benchmarks/panel_overhead.py [--epochs 20] [--repeats 3]
 
 Runs headless (no kernel): widget trait changes are then not sent anywhere, so
 the comm cost of a live notebook (a few small messages a second) is left out.
@@ -32,7 +32,7 @@ from tlkit.ui import TrainPanel
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared box)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -594,6 +594,8 @@ class RunManager:
             self.current = run
             self.listener.say(f"run {run.number} ({run.name}): starting…")
         self.listener.settings_changed()
+        if threading.current_thread() is not threading.main_thread():
+            _ACTIVE.add(run)  # e.g. repeat-over-seeds in its own thread: the interrupt button must reach it
         if block:
             self._execute(run)
         else:
@@ -638,7 +640,10 @@ class RunManager:
             states = []
             for i in range(k):
                 once = {"seed": base + i, **({"name": f"{name} seed {base + i}"} if name else {})}
-                run = self.start(block=True, once=once, seed_group=group)
+                try:
+                    run = self.start(block=True, once=once, seed_group=group)
+                except (RuntimeError, ConfigError):  # another run started in between, or settings went bad:
+                    break                             # start() has said so in the panel
                 states.append(run.state)
                 if run.state.status != "finished":
                     break
@@ -646,6 +651,7 @@ class RunManager:
 
         if block:
             return all_seeds()
+        hook_sigint()
         thread = threading.Thread(target=all_seeds, name=f"tlkit-seeds-{group}", daemon=True)
         thread.start()
         return thread
