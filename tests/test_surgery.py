@@ -396,3 +396,16 @@ def test_finder_keeps_a_normalisation_layer_with_the_layer_it_normalises():
     groups = surgery.layer_groups(MyNet())
     assert [g.name for g in groups] == ["trunk.0-1", "trunk.3-4", "head"]
     assert all(len(g.bn_modules()) == 1 for g in groups[:2])
+
+
+def test_a_hand_frozen_batchnorm_inside_a_trained_group_keeps_its_statistics_through_fit():
+    model = toy.TinyCNN()
+    bn = model.stem[1]
+    for p in bn.parameters():
+        p.requires_grad = False
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    conv_before = model.stem[0].weight.detach().clone()
+    batches = [(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))] * 3
+    train.fit(model, batches, None, TrainConfig(epochs=1, lr=0.1, device="cpu"))   # frozen=None, train_bn=False
+    assert all(torch.equal(v, bn.state_dict()[k]) for k, v in before.items())      # weights and running stats
+    assert not torch.equal(conv_before, model.stem[0].weight)                        # the rest of its group trained
