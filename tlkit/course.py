@@ -115,7 +115,8 @@ def coursework_cells(chapter: int, directory: Path | None = None) -> list[Any]:
                    "Write each function in its cell, then run the check below it. A check runs your code on fresh "
                    "inputs (a new model, random tensors) and compares what it *does* with a reference; when "
                    "something is off it gives a hint, never the answer. An empty answer only says \"not answered "
-                   "yet\", so \"Run all\" still works. Instructors grade these cells with `tlkit course grade`.",
+                   "yet\", so \"Run all\" still works. Instructors grade these cells with `tlkit course grade`, which runs "
+                   "them on their own: use only your function's arguments and the imports of the next cell.",
                    f"ch{chapter}-coursework", _meta(f"ch{chapter}_intro")),
              _cell("code", "from tlkit import exercises, quiz\n" + setup, f"ch{chapter}-coursework-setup",
                    _meta(f"ch{chapter}_setup"))]
