@@ -409,3 +409,12 @@ def test_a_hand_frozen_batchnorm_inside_a_trained_group_keeps_its_statistics_thr
     train.fit(model, batches, None, TrainConfig(epochs=1, lr=0.1, device="cpu"))   # frozen=None, train_bn=False
     assert all(torch.equal(v, bn.state_dict()[k]) for k, v in before.items())      # weights and running stats
     assert not torch.equal(conv_before, model.stem[0].weight)                        # the rest of its group trained
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
+def test_hugging_face_encoders_of_the_table(kind):
+    model = _hf(kind)
+    assert backbones.find(model).family == "Hugging Face encoder"
+    groups = surgery.layer_groups(model)
+    assert [g.name for g in groups] == ["embeddings", "layer0", "layer1", "layer2", "head"]
+    _head_only_fit_moves_only_the_head(model, groups, _batches(model, "text"))
