@@ -125,6 +125,11 @@ WRONG = {
         (lambda itos, v: _rows(itos, v, torch.randn), "larger than the pretrained"),
         (_rows_in_table_order, "wrong places"),
     ],
+    "ch1_pool": [
+        (lambda v, ids, pad: v.mean(1), "padding included"),
+        (lambda v, ids, pad: (v * (ids != pad).unsqueeze(-1)).sum(1), "sum of the word vectors"),
+        (lambda v, ids, pad: (v * (ids != pad).unsqueeze(-1)).sum(1) / (ids != pad).sum(1, keepdim=True), "NaN"),
+    ],
     "ch1_bacc": [
         (lambda t, p: float(np.mean(t == p)), "plain accuracy"),
         (lambda t, p: float(np.mean([np.mean(t[p == c] == c) for c in np.unique(p)])), "PREDICTED classes"),

@@ -28,6 +28,14 @@ def embedding_matrix(itos, vectors):
     return out
     ### END SOLUTION
 
+# %% ch1_pool
+def mean_of_words(vectors, ids, pad_id):
+    """(B, L, D), (B, L) -> (B, D): mean over positions whose id is not pad_id (zeros if none)."""
+    ### BEGIN SOLUTION
+    mask = (ids != pad_id).unsqueeze(-1).to(vectors.dtype)
+    return (vectors * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    ### END SOLUTION
+
 # %% ch1_bacc
 def balanced_accuracy(y_true, y_pred):
     """Mean over the true classes of the share predicted correctly (recall)."""

@@ -130,6 +130,37 @@ def _test_bacc(answer: Callable[..., Any], rng: np.random.Generator) -> None:
                   "(correct predictions of c) / (examples of c).")
 
 
+# --------------------------------------------------------------------------- ch1_pool
+def _test_pool(answer: Callable[..., Any], rng: np.random.Generator) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    pad_id = 0
+    b, length, d = int(rng.integers(3, 6)), int(rng.integers(5, 9)), int(rng.integers(3, 7))
+    vectors = torch.randn(b, length, d, generator=g) + 1.0    # padded positions hold the <pad> row's vector
+    ids = torch.as_tensor(rng.integers(2, 50, size=(b, length)))
+    lengths = rng.integers(1, length, size=b)
+    lengths[0] = 0                                            # an empty snippet (every word filtered out)
+    for i, n in enumerate(lengths):
+        ids[i, n:] = pad_id
+    out = answer(vectors.clone(), ids.clone(), pad_id)
+    if isinstance(out, torch.Tensor) and not torch.isfinite(out.detach()).all():
+        raise Mistake("the result has NaN for a snippet made only of padding (0 / 0): count at least 1 token "
+                      "(clamp the count to >= 1) so an empty snippet averages to zeros.")
+    need_tensor(out, "the pooled output", (b, d))
+    mask = (ids != pad_id).unsqueeze(-1).float()
+    want = (vectors * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    if close(out, want):
+        return
+    if close(out[1:], vectors.mean(1)[1:]):
+        raise Mistake("you averaged over every position, padding included: a short snippet in a batch with a long "
+                      "one gets diluted by padding. Leave positions where ids == pad_id out of the average.")
+    if close(out[1:], (vectors * mask).sum(1)[1:]):
+        raise Mistake("that is the sum of the word vectors: it grows with the length of the snippet. Divide by "
+                      "the number of real (non-padding) words.")
+    raise Mistake("not the mean of the vectors at positions where ids != pad_id.")
+
+
 EXERCISES = [
     Exercise("ch1_vocab", 1, "A vocabulary without unknown words", "build_vocabulary",
              "Write `build_vocabulary(labelled, unlabelled)` that returns an `embeddings.Vocab` in which none of "
@@ -139,6 +170,10 @@ EXERCISES = [
              "pretrained vector of word `itos[i]` (`vectors` is a dict word -> numpy vector), row 0 (`<pad>`) is "
              "zeros, and words without a vector get small random rows at the scale of the pretrained ones.",
              _test_init),
+    Exercise("ch1_pool", 1, "Average the words, not the padding", "mean_of_words",
+             "Write `mean_of_words(vectors, ids, pad_id)`: `vectors` is `(B, L, D)` (the embedding of each position), "
+             "`ids` `(B, L)` the word ids with `pad_id` at padded positions. Return `(B, D)`: the mean over the real "
+             "words only (zeros for a snippet that is all padding).", _test_pool),
     Exercise("ch1_bacc", 1, "Balanced accuracy", "balanced_accuracy",
              "Write `balanced_accuracy(y_true, y_pred)` (numpy integer arrays) without scikit-learn: the mean, over "
              "the true classes, of the share of each class that is predicted correctly.", _test_bacc),
