@@ -702,7 +702,7 @@ class TrainPanel(runs.Listener):
             best_run = df.loc[df[best_col].idxmin() if mon.endswith("loss") else df[best_col].idxmax(), "run"]
         cols = list(df.columns)
         cell = "padding:2px 6px;text-align:left;white-space:nowrap"
-        wrap = "padding:2px 6px;text-align:left;white-space:normal;min-width:8em;max-width:16em"
+        wrap = "padding:2px 6px;text-align:left;white-space:normal;min-width:10em;max-width:16em"
         head = "".join(f"<th style='{cell}'>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
         body = []
         for _, r in df.iterrows():
