@@ -155,7 +155,7 @@ def test_every_method_trains_through_fit_with_source_and_target_history(method):
     assert {"source_acc", "target_acc", "train_loss", "train_acc"} <= set(row)
     if method == "dann":
         assert {"train_domain_acc", "train_lambda", "train_domain_loss"} <= set(row)
-        assert 0 < row["train_lambda"] < 0.3
+        assert 0 < row["train_lambda"] < 1.0        # the paper's schedule towards lambda_max = 1
     if method in ("coral", "mmd"):
         assert f"train_{method}_loss" in row
 
@@ -177,13 +177,47 @@ def test_dann_step_trains_discriminator_and_reverses_feature_gradient():
     model.zero_grad()
     xs, ys = batch[0]
     torch.manual_seed(1)
-    f = model.features(torch.cat([xs, batch[1]]))
+    f = torch.cat([model.features(xs), model.features(batch[1])])   # each domain through BatchNorm on its own
     cls = torch.nn.functional.cross_entropy(model.head(f[:16]), ys)
     d_true = torch.cat([torch.ones(16), torch.zeros(16)])
     dom = torch.nn.functional.binary_cross_entropy_with_logits(model.discriminator(f), d_true)
     (cls - adapt.dann_lambda(0.5) * dom).backward()
     g_ref = [p.grad for p in model.conv.parameters()]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_with, g_ref))
+
+
+@pytest.mark.parametrize("method", ["dann", "coral", "mmd"])
+def test_adaptation_steps_normalise_each_domain_on_its_own(method):
+    # With separate passes the source features (train-mode BatchNorm) do not depend on the target
+    # batch at all; with one joint batch they do (the statistics are the mix's).
+    torch.manual_seed(0)
+    model = adapt.DigitNet(in_channels=3, size=16, widths=(4, 8), feature_dim=8, disc_hidden=4, dropout=0.0)
+    xs, ys = torch.rand(8, 3, 16, 16), torch.arange(8) % 2
+    f_sep = [adapt.domain_features(model, xs, xt)[0] for xt in (torch.rand(8, 3, 16, 16), torch.ones(8, 3, 16, 16))]
+    assert torch.allclose(f_sep[0], f_sep[1])
+    assert torch.allclose(f_sep[0], model.features(xs))
+    f_joint = [adapt.domain_features(model, xs, xt, "joint")[0]
+               for xt in (torch.rand(8, 3, 16, 16), torch.ones(8, 3, 16, 16))]
+    assert not torch.allclose(f_joint[0], f_joint[1], atol=1e-3)
+    # the step itself follows the mode: its class loss on the source equals a source-only pass
+    state = train.State(cfg=TrainConfig(), total_steps=10, step=5)
+    ctx = train.StepContext(device=torch.device("cpu"), state=state, cfg=state.cfg)
+    out = adapt.make_step(method)(model, ((xs, ys), torch.ones(8, 3, 16, 16)), ctx)
+    ref = torch.nn.functional.cross_entropy(model(xs), ys).detach()
+    assert float(out["cls_loss"]) == pytest.approx(float(ref), rel=1e-5)
+    joint = adapt.make_step(method, batchnorm="joint")(model, ((xs, ys), torch.ones(8, 3, 16, 16)), ctx)
+    assert float(joint["cls_loss"]) != pytest.approx(float(ref), rel=1e-3)
+    with pytest.raises(ValueError, match="batchnorm"):
+        adapt.make_step(method, batchnorm="mixed")
+
+
+def test_default_discriminator_is_three_layers_of_1024_units():
+    disc = adapt.DigitNet().discriminator
+    linears = [m for m in disc.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 1024), (1024, 1024), (1024, 1)]
+    assert adapt.DomainDiscriminator(8, hidden=4, layers=1)(torch.rand(3, 8)).shape == (3,)
+    with pytest.raises(ValueError, match="layers"):
+        adapt.DomainDiscriminator(8, layers=0)
 
 
 def test_alignment_steps_need_target_batches():
