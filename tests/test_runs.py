@@ -214,18 +214,23 @@ def test_train_right_after_a_run_finishes_is_never_refused():
     assert [r.number for r in m.runs] == list(range(1, 9))
 
 
+# a manager whose run takes a while (20 ms a step), for the interrupt tests
+SLOW_MANAGER = textwrap.dedent("""
+    import sys, time, torch
+    from tlkit import runs, toy, train
+    from tlkit.config import TrainConfig
+    torch.set_num_threads(1)
+    def slow(model, batch, ctx):
+        time.sleep(0.02)
+        return train.supervised_step(model, batch, ctx)
+    m = runs.RunManager(toy.MLP(), train.loader(toy.blobs(256, seed=0), 32, shuffle=True),
+                        train.loader(toy.blobs(64, seed=1), 64), cfg=TrainConfig(epochs={epochs}, eval_every=4),
+                        step=slow)
+""")
+
+
 def test_kernel_interrupt_stops_a_background_run_keeping_weights_and_history(tmp_path):
-    script = textwrap.dedent("""
-        import sys, time, torch
-        from tlkit import runs, toy, train
-        from tlkit.config import TrainConfig
-        torch.set_num_threads(1)
-        def slow(model, batch, ctx):
-            time.sleep(0.02)
-            return train.supervised_step(model, batch, ctx)
-        m = runs.RunManager(toy.MLP(), train.loader(toy.blobs(256, seed=0), 32, shuffle=True),
-                            train.loader(toy.blobs(64, seed=1), 64), cfg=TrainConfig(epochs=200, eval_every=4),
-                            step=slow)
+    script = SLOW_MANAGER.format(epochs=200) + textwrap.dedent("""
         initial = train.clone_weights(m.model)
         run = m.start(block=False)
         while run.state is None or run.state.step < 10:
@@ -310,19 +315,7 @@ def test_interrupt_button_of_a_real_kernel_stops_a_background_run():
                 m["content"].get("text", "") if m["msg_type"] == "stream" else ""))
             return "".join(out)
 
-        run(textwrap.dedent("""
-            import time, torch
-            from tlkit import runs, toy, train
-            from tlkit.config import TrainConfig
-            torch.set_num_threads(1)
-            def slow(model, batch, ctx):
-                time.sleep(0.02)
-                return train.supervised_step(model, batch, ctx)
-            m = runs.RunManager(toy.MLP(), train.loader(toy.blobs(256, seed=0), 32, shuffle=True),
-                                train.loader(toy.blobs(64, seed=1), 64), cfg=TrainConfig(epochs=500, eval_every=4),
-                                step=slow)
-            r = m.start(block=False)
-        """))
+        run(SLOW_MANAGER.format(epochs=500) + "r = m.start(block=False)\n")
         assert "step" in run("while r.state is None or r.state.step < 8: time.sleep(0.01)\nprint('step', r.state.step)")
         time.sleep(0.5)                       # the kernel is idle now, the run goes on in its thread
         km.interrupt_kernel()
