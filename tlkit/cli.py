@@ -49,6 +49,7 @@ def environment() -> dict:
     import torch
 
     from . import __version__
+    from .resources import cpu_limit
     from .train import pick_precision
 
     cuda = torch.cuda.is_available()
@@ -57,7 +58,7 @@ def environment() -> dict:
             "gpu": torch.cuda.get_device_name(0) if cuda else None,
             "precision": pick_precision(torch.device("cuda", 0)) if cuda else None,  # bf16, or fp16 on a T4
             "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-            "cpu_threads": torch.get_num_threads()}
+            "cpu_threads": torch.get_num_threads(), "cpu_limit": cpu_limit().source}
     for name in ("torchvision", "transformers", "gensim", "ipywidgets", "jupyterlab", "sklearn", "matplotlib", "pandas"):
         info[name] = _version(name)
     info["offline_assets"] = _offline_assets()
