@@ -189,7 +189,8 @@ def test_fashion_mnist_download_path_from_localhost(tmp_path, monkeypatch):
         monkeypatch.setitem(assets.REGISTRY, "fashion-mnist", Asset(
             real.name, real.kind, real.title, real.size_mb, real.license, real.chapters,
             (Download("fashion-mnist", files),), checks=real.checks))
-        monkeypatch.setenv("TLKIT_HOME", str(tmp_path))
+        monkeypatch.setenv("TLKIT_HOME", str(tmp_path / "home"))  # read-only asset folder: nothing there
+        monkeypatch.setenv("TLKIT_CACHE", str(tmp_path))            # downloads land in the user's cache
         monkeypatch.delenv("TLKIT_OFFLINE", raising=False)
         monkeypatch.setattr(assets, "locate", functools.partial(assets.locate, progress=False))
         X, y = data.load_fashion_mnist("test")
