@@ -638,11 +638,11 @@ class TrainPanel(runs.Listener):
             return  # the common case: nothing to draw, cost of two comparisons
         if event == "fit_end":
             return  # run_finished draws the final plot
-        if now >= self._progress_next or event != "step_end":
-            self._show_progress(state)
+        redraw = self._plot_throttle.ready(now)
+        if redraw or now >= self._progress_next or event != "step_end":
+            self._show_progress(state)  # with a redraw: the plotted point and the progress line show one step
             self._progress_next = now + PROGRESS_INTERVAL_S
-        if self._plot_throttle.ready(now):
-            self._show_progress(state)  # the plotted point and the progress line show the same step
+        if redraw:
             self._redraw(run, state, grads=grad_norms(self.groups) if event == "step_end" else None)
 
     def _redraw(self, run: Run, state: train.State, grads: list[float] | None = None) -> None:
