@@ -170,6 +170,10 @@ class Claims:
                          f"| {cell(c.rule)} |")
         failed = [c.name for c in self.items if not c.holds]
         lines.append("")
+        if self.preset == "smoke":
+            lines.append("*Smoke mode trains for a few steps on tiny data: its claims test the code path, "
+                         "they are not expected to hold.*")
+            lines.append("")
         lines.append(f"**{len(self.items) - len(failed)} of {len(self.items)} claims hold on this run.**"
                      + (f" Not holding: {', '.join(failed)}: read the text above with that in mind." if failed else ""))
         return "\n".join(lines)
