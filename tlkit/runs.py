@@ -347,10 +347,8 @@ class RunManager:
             surgery._select(self.groups, list(cfg.frozen))  # unknown group names: an error, as in fit
         frozen = cfg.frozen if cfg.frozen is not None else tuple(g.name for g in self.groups if g.frozen)
         self.values: dict[str, Any] = {
-            "lr": cfg.lr, "lr_decay": cfg.lr_decay, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-            "train_bn": cfg.train_bn, "optimizer": cfg.optimizer, "schedule": cfg.schedule,
-            "frozen": tuple(frozen), "seed": cfg.seed if cfg.seed is not None else 0, "fresh": True, "name": "",
-            **self.extra_defaults}
+            **{k: getattr(cfg, k) for k in CONTROLLED}, "frozen": tuple(frozen),
+            "seed": cfg.seed if cfg.seed is not None else 0, "fresh": True, "name": "", **self.extra_defaults}
         self.key = key
         if key is not None:
             _register(key, self)
@@ -487,9 +485,8 @@ class RunManager:
         if len(v["frozen"]) >= len(self.groups):
             raise ConfigError("every layer group is frozen, so there is nothing to train; press at least the "
                               "head's toggle (or set train_last >= 1)")
-        values = dict(lr=lr, lr_decay=float(v["lr_decay"]), epochs=v["epochs"], batch_size=v["batch_size"],
-                      train_bn=bool(v["train_bn"]), optimizer=v["optimizer"], schedule=v["schedule"],
-                      frozen=tuple(v["frozen"]), seed=v["seed"])
+        values = {k: v[k] for k in CONTROLLED}  # a new control: one name in CONTROLLED, one widget in ui.py
+        values.update(lr=lr, frozen=tuple(v["frozen"]))
         return dataclasses.replace(self.base_cfg, **{**values, **self.overrides, **once})
 
     def trainable_count(self) -> tuple[int, int]:

@@ -98,6 +98,9 @@ PLOT_BUDGET = 0.05          # (a redraw is ~10 ms: blit + JPEG), and never fewer
 PLOT_MAX_GAP_S = 0.5        # a slow machine pays a bigger share rather than watching a stale plot
 
 _WIDE = {"description_width": "initial"}
+# Where each setting's control sits (a new control: its name in runs.CONTROLLED, a widget in
+# TrainPanel._controls, and its name in one of these rows).
+CONTROL_ROWS = (("lr", "lr_decay", "epochs", "batch_size", "seed"), ("optimizer", "schedule", "train_bn", "fresh"))
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -444,10 +447,8 @@ class TrainPanel(runs.Listener):
                 W.HBox([W.HTML("layer groups (pressed = trained):"), *self._toggles],
                        layout=W.Layout(flex_flow="row wrap", align_items="center")),
                 W.HBox([self._train_last, self._params], layout=W.Layout(align_items="center", flex_flow="row wrap")),
-                W.HBox([c["lr"], c["lr_decay"], c["epochs"], c["batch_size"], c["seed"]],
-                       layout=W.Layout(flex_flow="row wrap")),
-                W.HBox([c["optimizer"], c["schedule"], c["train_bn"], c["fresh"]],
-                       layout=W.Layout(flex_flow="row wrap", align_items="center"))]
+                *(W.HBox([c[k] for k in row], layout=W.Layout(flex_flow="row wrap", align_items="center"))
+                  for row in CONTROL_ROWS)]
         if m.extra_specs:
             rows.append(W.HBox([W.HTML("chapter settings:"), *(c[n] for n in m.extra_specs)],
                                layout=W.Layout(flex_flow="row wrap", align_items="center")))
