@@ -135,9 +135,9 @@ class DigitNet(nn.Module):
     ``domain`` (the discriminator, only trained by DANN) and ``head``.
 
     Default widths 8/16 channels: on 2 CPU cores a DANN step costs about half of
-    what 16/32 costs, and the saved time buys more steps, which DANN needs more
-    than width (MNIST -> MNIST-M-style, 3 seeds, same CPU time per run: DANN gained
-    +11.8 points over source-only at 1,500 steps with 8/16 channels, +8.8 at 800 with 16/32).
+    what 16/32 costs, and the saved time buys more steps, which adversarial training
+    needs more than width. ``benchmarks/dann_recipe.py`` measures the methods at these
+    defaults on chapter 4's data.
 
     BatchNorm: the adaptation steps forward source and target as two separate
     batches (``batchnorm="separate"``, the default), so in training each domain is
