@@ -122,3 +122,27 @@ def test_chapter_4_gpu_preset_dry_run_on_cpu():
             assert state.status == "finished" and state.step == 3, (target, method, state.message)
             if method == "source_only":   # the AdaBN control at the gpu preset's sizes
                 train.evaluate(adapt.adabn(model, pair.target_train[0]), small.loaders()["target"])
+
+
+def test_chapter_2_gpu_preset_data_sizes_fit_the_data():
+    """Chapter 2's data cell, run as written with the gpu preset's sizes: every balanced subset it draws
+    must exist (the movie test split has 999 positive snippets, so 1,000 per class cannot be drawn)."""
+    from tlkit import data
+
+    path = next(p for p in CHAPTERS if p.stem.startswith("02"))
+    sizes = preset_sizes(path, "SIZES")
+    cell = next(c.source for c in nbformat.read(path, as_version=4).cells
+                if c.cell_type == "code" and "data.budget(sp.test" in c.source)
+    for preset in ("cpu", "gpu"):
+        scope = {"data": data, "S": sizes[preset], "print": lambda *a, **k: None}
+        exec(compile(cell, f"{path.name}:data cell", "exec"), scope)   # noqa: S102 -- the chapter's own cell
+        assert len(scope["test"]) == sizes[preset]["n_test"] // 2 * 2
+        assert len(scope["pool"]) == sizes[preset]["n_pool"] // 2 * 2
+
+
+def test_chapter_3_gpu_preset_budgets_fit_the_pool():
+    s = preset_sizes(next(p for p in CHAPTERS if p.stem.startswith("03")), "SIZES")
+    for preset, g in s.items():
+        assert max(g["budgets"]) <= g["pool_per_class"], preset
+        assert g["n_test"] // 10 <= 1000, preset          # Fashion-MNIST's test set has 1,000 images per class
+        assert g["pool_per_class"] <= 6000, preset        # and its training set 6,000
