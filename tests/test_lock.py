@@ -79,6 +79,7 @@ def test_setup_installs_with_the_lock_unless_unpinned():
     assert "TLKIT_UNPINNED" in setup and ".venv-unpinned" in setup
     test_sh = (ROOT / "scripts" / "test.sh").read_text()
     assert "scripts/setup.sh --test" in test_sh and "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+    assert 'TLKIT_VENV:-.venv-unpinned' in test_sh  # the suite then runs in the venv setup.sh filled
 
 
 def test_lock_parser_rejects_what_pip_would_not_pin(tmp_path):
