@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/compression.py --threads 2 --repeats 50 --max-len 64
 
 Variants of MiniLM-L6 (the chapter's teacher architecture): the teacher in float32, shallow copies
-(3 and 2 of 6 layers, ``compress.shallow_copy``), dynamic int8 (``compress.quantize_int8``),
+(3 and 2 of 6 layers, ``compress.shallow_copy``), dynamic int8 (``compress.quantize_int8``; torchao's
+int8 path too when torchao is installed),
 unstructured magnitude pruning at 50% and 90% (``compress.magnitude_prune``), structured pruning
 (half the heads and half the feed-forward channels, ``compress.prune_heads``/``prune_ffn``), and
 structured + int8. Size = serialized ``state_dict`` bytes; latency = median forward time on a fixed
@@ -53,6 +54,8 @@ def main() -> None:
     models["shallow 3/6"] = compress.shallow_copy(teacher, compress.every_other(6, 3))
     models["shallow 2/6"] = compress.shallow_copy(teacher, compress.every_other(6, 2))
     models["teacher int8"] = compress.quantize_int8(teacher)
+    if compress.torchao_available():   # optional: the alternative the chapter measured against
+        models["teacher int8 (torchao)"] = compress.quantize_int8(teacher, backend="torchao")
     models["shallow 3/6 int8"] = compress.quantize_int8(models["shallow 3/6"])
     for s in (0.5, 0.9):
         models[f"unstructured {s:.0%}"] = m = copy.deepcopy(teacher)
@@ -104,6 +107,12 @@ def main() -> None:
     check("int8: whole file smaller by", t["size_mb"] / q["size_mb"], "none", True)
     check("int8: latency speed-up, batch 32", t["lat_b32_ms"] / q["lat_b32_ms"], ">= 1.5", t["lat_b32_ms"] / q["lat_b32_ms"] >= 1.5)
     check("int8: latency speed-up, batch 1", t["lat_b1_ms"] / q["lat_b1_ms"], "none", True)
+    if "teacher int8 (torchao)" in rows:
+        ao = rows["teacher int8 (torchao)"]
+        check("torchao int8: latency speed-up, batch 32", t["lat_b32_ms"] / ao["lat_b32_ms"], "none", True)
+        check("torchao int8: Linear weights smaller by", t["linear_mb"] / ao["linear_mb"], "none", True)
+    else:
+        print("  (torchao is not installed: pip install torchao to time its int8 path beside torch.ao's)")
     check("unstructured 90%: size ratio variant/teacher", u["size_mb"] / t["size_mb"], "== 1, not smaller",
           abs(u["size_mb"] / t["size_mb"] - 1) < 1e-3)
     check("unstructured 90%: latency ratio variant/teacher, batch 32", u["lat_b32_ms"] / t["lat_b32_ms"], "~1, not faster", True)

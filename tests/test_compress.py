@@ -204,6 +204,20 @@ def test_quantized_model_is_smaller_runs_and_warns_nothing():
     assert (out - ref).abs().max() < 0.1
 
 
+def test_torchao_backend_says_what_to_install_or_works():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    with pytest.raises(ValueError, match="backend"):
+        compress.quantize_int8(model, backend="fbgemm")
+    if not compress.torchao_available():
+        with pytest.raises(RuntimeError, match="pip install torchao"):
+            compress.quantize_int8(model, backend="torchao")
+        return
+    q = compress.quantize_int8(model, backend="torchao")
+    x = torch.randn(4, 64)
+    assert (q(x) - model(x)).abs().max() < 0.1
+    assert compress.linear_weight_bytes(q) < compress.linear_weight_bytes(model)
+
+
 def test_latency_restores_the_thread_count_and_mode():
     model = nn.Linear(8, 2).train()
     threads = torch.get_num_threads()

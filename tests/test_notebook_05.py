@@ -74,3 +74,15 @@ def test_shallow_student_and_panel_are_measured(result):
     assert 0.0 <= v[("panel", "test_acc")] <= 1.0
     assert 0 < v[("panel", "size_mb")] < v[("teacher", "size_mb")]   # depth 2 + int8
     assert v[("chapter", "wall_s")] > 0 and v[("chapter", "peak_rss_mb")] > 0
+
+
+def test_every_claim_is_checked_and_recorded(result):
+    claims = {r["metric"]: r for r in result.records if r["method"] == "claim"}
+    assert set(claims) == {"glove_distill_beats_labels", "shallow_distill_beats_labels", "shallow_keeps_95pct",
+                           "shallow_half_encoder", "shallow_2x_faster_b1", "int8_linear_3x_smaller",
+                           "int8_1p5x_faster_b32", "int8_drop_at_most_1pt", "unstructured_same_size",
+                           "structured_smaller_faster", "structured_recovers"}
+    assert all(r["value"] in (0.0, 1.0) and r["numbers"] for r in claims.values())
+    # what holds at any data size holds in smoke mode too
+    for name in ("shallow_half_encoder", "int8_linear_3x_smaller", "unstructured_same_size"):
+        assert claims[name]["value"] == 1.0, claims[name]

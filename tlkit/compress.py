@@ -346,8 +346,9 @@ _DEPRECATIONS = (r"torch\.ao\.quantization is deprecated", r".*quantize_per_tens
 
 
 def int8_backend() -> str:
-    """Which dynamic-int8 path this PyTorch has: ``"torch.ao"`` (eager ``quantize_dynamic``, in every
-    torch the kit supports, deprecated since 2.10 in favour of torchao) or ``"none"``."""
+    """Which dynamic-int8 path ``quantize_int8`` uses by default: ``"torch.ao"`` (eager
+    ``quantize_dynamic``, in every torch the kit supports, deprecated since 2.10 in favour of torchao)
+    or ``"none"`` when this torch no longer has it."""
     try:
         from torch.ao.quantization import quantize_dynamic  # noqa: F401
     except ImportError:
@@ -355,26 +356,53 @@ def int8_backend() -> str:
     return "torch.ao"
 
 
-def quantize_int8(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """A copy of ``model`` whose ``nn.Linear`` layers are dynamic int8: weights stored as int8 with one
-    scale per tensor, activations quantized on the fly per batch (Jacob et al. 2018; PyTorch's BERT
-    dynamic-quantization tutorial). Embeddings and LayerNorms stay float32. CPU inference only.
+def torchao_available() -> bool:
+    """Whether the optional ``torchao`` package is importable (the kit does not install it)."""
+    import importlib.util
 
-    Uses ``torch.ao.quantization.quantize_dynamic``: in torch >= 2.10 it warns that it is deprecated
-    in favour of torchao; those known warnings are silenced here (not others), because the chapter
-    measured it and chose it on purpose (see the chapter's section 3). ``inplace=True`` converts
-    ``model`` itself (moved to the CPU) instead of a copy: one model's memory less. Raises with the
-    fix when this torch has no dynamic quantization at all."""
+    return importlib.util.find_spec("torchao") is not None
+
+
+def quantize_int8(model: nn.Module, *, inplace: bool = False, backend: str = "torch.ao") -> nn.Module:
+    """A copy of ``model`` whose ``nn.Linear`` layers are dynamic int8: weights stored as int8,
+    activations quantized on the fly per batch (Jacob et al. 2018; PyTorch's BERT dynamic-quantization
+    tutorial). Embeddings and LayerNorms stay float32. CPU inference only.
+
+    ``backend="torch.ao"`` (default) is ``torch.ao.quantization.quantize_dynamic`` (one scale per
+    weight matrix). In torch >= 2.10 it warns that it is deprecated in favour of torchao; those known
+    warnings are silenced here (not others), because the chapter chose it by measuring: on a 2-core
+    x86 CPU torchao's int8 path was barely faster than float32 while this one was several times
+    faster (``benchmarks/compression.py`` compares both when torchao is installed).
+    ``backend="torchao"`` is torchao's ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``
+    (per-channel weight scales), for that comparison; it needs ``pip install torchao``.
+    ``inplace=True`` converts ``model`` itself (moved to the CPU) instead of a copy: one model's memory
+    less. Raises with the fix when the asked-for backend is missing."""
+    if backend not in ("torch.ao", "torchao"):
+        raise ValueError(f"backend must be 'torch.ao' or 'torchao', got {backend!r}")
+    source = (model if inplace else copy.deepcopy(model)).cpu().eval()
+    if backend == "torchao":
+        if not torchao_available():
+            raise RuntimeError("backend='torchao' needs the torchao package: pip install torchao")
+        import logging
+
+        log = logging.getLogger("torch.utils._pytree")   # torchao's import registers enums torch now warns about
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        finally:
+            log.setLevel(level)
+        quantize_(source, Int8DynamicActivationInt8WeightConfig())
+        return source
     if int8_backend() == "none":
         raise RuntimeError("this PyTorch has no torch.ao.quantization.quantize_dynamic (removed in your version): "
-                           "install a torch the kit supports (see pyproject.toml) or use torchao's "
-                           "quantize_(model, Int8DynamicActivationInt8WeightConfig()) yourself")
+                           "install a torch the kit supports (see pyproject.toml), or pip install torchao and "
+                           "use quantize_int8(model, backend='torchao')")
     from torch.ao.quantization import quantize_dynamic
 
     engines = torch.backends.quantized.supported_engines
     if torch.backends.quantized.engine == "none" and engines:
         torch.backends.quantized.engine = next(e for e in ("x86", "fbgemm", "qnnpack") if e in engines)
-    source = (model if inplace else copy.deepcopy(model)).cpu().eval()
     with warnings.catch_warnings():
         for pattern in _DEPRECATIONS:
             warnings.filterwarnings("ignore", message=pattern)
@@ -636,5 +664,5 @@ __all__ = ["IGNORE", "distillation_loss", "soften", "TeacherDataset", "TeacherCo
            "distill_step", "predict_logits", "every_other", "encoder_layers", "shallow_copy", "student_groups",
            "encoder_params", "cached", "text_key",
            "n_params", "size_bytes", "linear_weight_bytes", "num_threads", "latency_ms", "fixed_batch",
-           "int8_backend", "quantize_int8", "prunable_linears", "magnitude_prune", "sparsity", "head_importance",
+           "int8_backend", "torchao_available", "quantize_int8", "prunable_linears", "magnitude_prune", "sparsity", "head_importance",
            "prune_heads", "prune_ffn", "pareto_front", "Measurer", "ShipCheck"]
