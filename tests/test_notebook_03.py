@@ -84,3 +84,52 @@ def test_notebook_03_exercises_wait_for_answers_and_the_quiz_renders(result):
     assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(3)}
     assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
     assert done["quiz_widget"]
+
+
+def _panel_cell_on_tiny_data() -> dict:
+    """The chapter's own panel cell, executed on a tiny random pool (no X_test in scope: the cell must
+    validate on pool images, so a reference to the test set is a NameError here)."""
+    import nbformat
+    import numpy as np
+
+    from tlkit import data, train, vision
+    from tlkit.config import TrainConfig
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    source = next(c.source for c in nb.cells if c.cell_type == "code" and "TrainPanel(model_fn=make_model" in c.source)
+    ns = {"np": np, "data": data, "vision": vision, "train": train, "TrainConfig": TrainConfig,
+          "S": dict(pool_per_class=5, panel_per_class=2, ft_size=32, batch=8, panel_epochs=1),
+          "X_pool": np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8),
+          "y_pool": np.repeat(np.arange(10), 5)}
+    exec(compile(source, "chapter 3 panel cell", "exec"), ns)  # noqa: S102 - the notebook's own code
+    return ns
+
+
+def test_notebook_03_panel_validates_on_held_out_pool_and_switches_backbone():
+    """Issue 14: the panel validates on pool rows it does not train on. Issue 15: the backbone menu
+    rebuilds the model (and its input normalisation), and a head-only run trains only the head on each."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="optional pack: tlkit assets install efficientnet-lite0")
+    import torch
+
+    from tlkit import backbones, surgery, vision
+
+    ns = _panel_cell_on_tiny_data()
+    panel = ns["panel"]
+    assert len(ns["val_idx"]) == 10 and not set(ns["val_idx"]) & set(ns["panel_idx"])
+    assert list(ns["PANEL_BACKBONES"]) == ["mobilenet_v2", "efficientnet-lite0"]
+    for i, backbone in enumerate(ns["PANEL_BACKBONES"]):
+        state = panel.train(block=True, backbone=backbone, train_last=1, max_steps=2)
+        assert state.status == "finished", state.message
+        if i:
+            assert "model rebuilt" in panel.history[-1].settings.get("notes", "")
+        ref = vision.classifier(backbone, num_classes=10, pretrained=True, seed=0)
+        assert type(panel.model) is type(ref) and surgery.group_names(panel.groups) == surgery.group_names(
+            surgery.layer_groups(ref))
+        valid = panel.manager.valid_dl.dataset
+        assert len(valid) == 10 and valid.preprocess.mean == backbones.by_name(backbone).mean
+        # head only: every other tensor, BatchNorm statistics included, is still the pretrained one
+        head = next(g for g in panel.groups if g.name == "head")
+        head_names = {n for n, p in panel.model.named_parameters() if any(p is q for q in head.parameters())}
+        now, before = panel.model.state_dict(), ref.state_dict()
+        changed = {k for k in now if not torch.equal(now[k], before[k])}
+        assert changed and changed <= head_names, (backbone, sorted(changed - head_names)[:5])
