@@ -58,3 +58,13 @@ def test_notebook_01_exercises_wait_for_answers_and_the_quiz_renders(result):
     assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(1)}
     assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
     assert done["quiz_widget"]
+
+
+def test_notebook_01_panel_validates_on_the_movie_validation_split_only(result):
+    """Issue 14: the panel's curves never use section 4's test sets (Amazon, tweets): its board's
+    columns name only the movie validation split."""
+    assert result.ok, result.error
+    cell = next(c for c in result.notebook.cells if c.cell_type == "code" and "panel.train(block=True" in c.source)
+    board = "\n".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs if o.get("output_type") == "execute_result")
+    assert "movies_valid" in board, board
+    assert not any(name in board for name in ("amazon", "tweets", "test")), board
