@@ -53,8 +53,19 @@ def test_notebook_04_records_every_method_on_both_pairs(result):
     assert gain == pytest.approx(dann - src)
     # a domain classifier separates MNIST from MNIST-M-style features clearly (PAD in [0, 2])
     assert 0.5 < _value(recs, "source_only", "pad_features")["value"] <= 2.0
-    assert 0.0 <= _value(recs, "panel_dann", "target_acc")["value"] <= 1.0
+    assert 0.0 <= _value(recs, "panel_dann", "target_test_acc")["value"] <= 1.0
 
+
+
+def test_notebook_04_panel_validates_on_held_out_source_and_labels_the_target_test(result):
+    """Issue 14: the panel's source curve is a split held out from its own training images, and the
+    target curve (target TEST labels, shown only to watch) says so in its name."""
+    assert result.ok, result.error
+    cell = next(c for c in result.notebook.cells if c.cell_type == "code" and "TrainPanel(" in c.source)
+    assert "source_valid" in cell.source and "target_test" in cell.source
+    run = next(c for c in result.notebook.cells if c.cell_type == "code" and "panel.train(block=True" in c.source)
+    board = "\n".join(o.get("data", {}).get("text/plain", "") for o in run.outputs if o.get("output_type") == "execute_result")
+    assert "source_valid_acc" in board and "source_acc" not in board and "target_acc" not in board, board
 
 def test_notebook_04_exercises_wait_for_answers_and_the_quiz_renders(result):
     """The student's copy has empty answers: "Run all" goes through, each check says so, the quiz shows."""
