@@ -200,6 +200,18 @@ def test_friendly_error_hint_fires_on_torch_wording():
     assert "outside the model's classes" in msg and "num_classes" in msg
 
 
+def test_friendly_error_keeps_the_fix_of_a_long_message():
+    """A missing optional asset (e.g. chapter 3's panel switched to EfficientNet-Lite0 without its pack) lists
+    every source tried before its fix: the panel's shortened message must still say how to fix it."""
+    from tlkit.assets import AssetError
+
+    tried = "\n".join(f"  {i}. source {i}: not found " + "x" * 120 for i in range(1, 6))
+    msg = train.friendly_error(AssetError(f"asset 'efficientnet-lite0' is not available. Tried:\n{tried}\n"
+                                          "Fix: tlkit assets install efficientnet-lite0"))
+    assert len(msg) < 700 and msg.startswith("AssetError: asset 'efficientnet-lite0'")
+    assert msg.endswith("Fix: tlkit assets install efficientnet-lite0"), msg
+
+
 # ----------------------------------------------------------------------------- data loaders
 _frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [0, 1, 0, 1]})
 DATA_CASES = [

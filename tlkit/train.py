@@ -764,6 +764,9 @@ def friendly_error(exc: BaseException) -> str:
     if ("target" in low and "out of bounds" in low) or "device-side assert" in low:
         return ("a label is outside the model's classes (labels must be 0..num_classes-1): check num_classes "
                 "(the head's output size) against the labels in your data. " + text[:300])
+    if len(text) > 500 and "\nFix:" in text:  # e.g. AssetError lists every source tried, then the fix: keep the fix
+        head, _, fix = text.rpartition("\nFix:")
+        return f"{head[:300]} ...\nFix:{fix[:300]}"
     return text[:500]
 
 
