@@ -200,6 +200,19 @@ def test_friendly_error_hint_fires_on_torch_wording():
     assert "outside the model's classes" in msg and "num_classes" in msg
 
 
+def test_monitor_may_name_a_loader_whose_name_has_an_underscore():
+    """Chapter 4's panel validates on {"source_valid": ..., "target_test": ...}: monitor="source_valid_acc" is a
+    metric of that run (it was refused: the loader was read as the text before the first "_")."""
+    dl = train.loader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), 4)
+    valid = {"source_valid": dl, "target_test": dl}
+    state = fit(torch.nn.Linear(4, 2), dl, valid, TrainConfig(epochs=1, monitor="source_valid_acc"))
+    assert state.status == "finished" and state.monitor == "source_valid_acc"
+    with pytest.raises(TrainingError, match="source_valid_accuracy.*source_valid_loss"):
+        fit(torch.nn.Linear(4, 2), dl, valid, TrainConfig(epochs=1, monitor="source_valid_accuracy"))
+    with pytest.raises(TrainingError, match="names no loader"):
+        fit(torch.nn.Linear(4, 2), dl, valid, TrainConfig(epochs=1, monitor="source_acc"))
+
+
 def test_friendly_error_keeps_the_fix_of_a_long_message():
     """A missing optional asset (e.g. chapter 3's panel switched to EfficientNet-Lite0 without its pack) lists
     every source tried before its fix: the panel's shortened message must still say how to fix it."""

@@ -428,9 +428,11 @@ def _check_monitor(cfg: TrainConfig, valid: Mapping[str, Any], evaluate_fn: Call
     """Refuse, before training, a ``cfg.monitor`` no evaluation can produce (e.g. 'valid_accuracy')."""
     if cfg.monitor == "auto":
         return
-    prefix, _, metric = cfg.monitor.partition("_")
     prefixes = ["train", *valid]
-    if prefix not in prefixes:
+    # the longest loader name the monitor starts with: loader names may hold "_" themselves ("source_valid")
+    prefix = max((p for p in prefixes if cfg.monitor.startswith(f"{p}_")), key=len, default="")
+    metric = cfg.monitor[len(prefix) + 1:]
+    if not prefix:
         raise ConfigError(f"TrainConfig.monitor={cfg.monitor!r} names no loader of this run: metrics are named "
                           f"<loader>_<metric> with loader one of {', '.join(prefixes)}; e.g. monitor="
                           f"'{prefixes[-1]}_acc', or 'auto'")
