@@ -149,8 +149,9 @@ def distill_step(temperature: float = 2.0, alpha: float = 0.5, teacher: nn.Modul
 
     Batches are ``(inputs, labels, teacher_logits)`` from ``teacher_loader``; without the third
     element, ``teacher`` (required then) is run on the inputs under ``torch.no_grad()`` in eval mode.
-    Logs ``kl``, ``ce``, ``acc`` (on the labelled rows) and ``agree`` (the share of rows where
-    student and teacher pick the same class: a label-free signal of how well the student imitates).
+    Logs ``kl``, ``ce``, ``acc`` (on the labelled rows; NaN for a batch without any, so an epoch's
+    mean is NaN when some batch had none: read ``agree`` then) and ``agree`` (the share of rows
+    where student and teacher pick the same class: a label-free signal of how well it imitates).
     """
     distillation_loss(torch.zeros(1, 2), torch.zeros(1, 2), temperature=temperature, alpha=alpha)  # check args now
 
