@@ -114,6 +114,52 @@ def _all_bn_eval(model):
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
+def _distill(s, t, y, T, alpha, *, t2=True, soft_t=True, soft_s=True, reverse=False, reduction="batchmean",
+             swap=False):
+    """A distillation loss with one of the usual mistakes switched on."""
+    import torch.nn.functional as F
+    zs, zt = (s / T if soft_s else s), (t / T if soft_t else t)
+    a, b = (zt, zs) if reverse else (zs, zt)
+    per = F.kl_div(F.log_softmax(a, -1), F.softmax(b, -1), reduction="none")  # "mean" by hand: no torch warning
+    kl = {"batchmean": per.sum() / len(per), "sum": per.sum(), "mean": per.mean()}[reduction] * (T * T if t2 else 1)
+    w = 1 - alpha if swap else alpha
+    return w * kl + (1 - w) * F.cross_entropy(s, y)
+
+
+def _prune(w, s, *, order=lambda w: w.abs(), k=None):
+    """Zero the k entries ranked first by order(w) (default: round(s * n), smallest |w|)."""
+    k = int(round(s * w.numel())) if k is None else k
+    out = w.clone()
+    out.view(-1)[order(w).flatten().argsort()[:k]] = 0
+    return out
+
+
+def _shallow(teacher, depth, *, layers=None, fresh=False, share=False, config=True):
+    """A shallow BERT student with one of the usual mistakes switched on."""
+    import copy
+    from transformers import BertModel
+    keep = layers or [2 * i for i in range(depth)]
+    if fresh:
+        cfg = copy.deepcopy(teacher.config)
+        cfg.num_hidden_layers = depth
+        student = BertModel(cfg)
+        for i, k in enumerate(keep):
+            student.encoder.layer[i].load_state_dict(teacher.encoder.layer[k].state_dict())
+        return student
+    if share:
+        student = copy.copy(teacher)
+        student._modules = dict(teacher._modules)
+        student._modules["encoder"] = copy.copy(teacher.encoder)
+        student.encoder._modules = dict(teacher.encoder._modules)
+    else:
+        student = copy.deepcopy(teacher)
+    student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[k] for k in keep])
+    if config:
+        student.config = copy.deepcopy(teacher.config)
+        student.config.num_hidden_layers = depth
+    return student
+
+
 WRONG = {
     "ch1_vocab": [
         (lambda lab, unlab: embeddings.build_vocab(lab), "ALL the training text"),
@@ -189,6 +235,28 @@ WRONG = {
         (lambda p, lm, g: lm * 2 / (1 + math.exp(-g * p)), "must start at 0"),
         (lambda p, lm, g: 2 / (1 + math.exp(-g * p)) - 1, "lambda_max is ignored"),
     ],
+    "ch5_distill": [
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, t2=False), "T^2 factor is missing"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, soft_t=False), "only the student is softened"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, soft_s=False), "only the teacher is softened"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, reverse=True), "KL runs the wrong way"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, reduction="sum"), "summed over the batch"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, reduction="mean"), "averaged over every element"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a, swap=True), "weights are swapped"),
+        (lambda s, t, y, T, a: _distill(s, t, y, T, a).item(), "Python number"),
+    ],
+    "ch5_prune": [
+        (lambda w, s: _prune(w, s, order=lambda w: -w.abs()), "LARGEST"),
+        (lambda w, s: _prune(w, s / 100), "FRACTION"),
+        (lambda w, s: _prune(w, s, order=lambda w: w), "most negative"),
+        (lambda w, s: _prune(w, s, k=int(round(s * w.numel())) - 1), "off-by-one"),
+    ],
+    "ch5_shallow": [
+        (lambda t, d: _shallow(t, d, layers=list(range(d))), "first"),
+        (lambda t, d: _shallow(t, d, fresh=True), "embeddings"),
+        (lambda t, d: _shallow(t, d, share=True), "SHARES"),
+        (lambda t, d: _shallow(t, d, config=False), "num_hidden_layers"),
+    ],
 }
 
 
@@ -219,6 +287,13 @@ def test_unanswered_says_so_without_raising(answer, capsys):
     assert exercises.run_check("ch4_coral", answer).status == "not answered"
     with pytest.raises(AssertionError):
         exercises.grade("ch4_coral", answer)
+
+
+@pytest.mark.parametrize("ex", exercises.all_exercises(5), ids=lambda e: e.id)
+@pytest.mark.parametrize("answer", [None, _stub])
+def test_chapter_5_unanswered_says_so(ex, answer):
+    r = exercises.run_check(ex.id, answer)
+    assert r.status == "not answered" and "not answered yet" in r.message, r
 
 
 def test_an_answer_that_raises_is_reported_not_raised(capsys):
@@ -279,6 +354,8 @@ RECORDS = {
         {"method": "dann", "metric": "target_acc", "value": 0.72},
         {"method": "coral", "metric": "target_acc", "value": 0.66},
         {"method": "dann", "metric": "gain_over_source_only", "value": 0.13}],
+    5: [{"method": "teacher_int8", "metric": "linear_ratio", "value": 3.9},
+        {"method": "unstructured", "metric": "size_ratio_at_max_sparsity", "value": 1.0}],
 }
 
 

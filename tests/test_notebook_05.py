@@ -86,3 +86,13 @@ def test_every_claim_is_checked_and_recorded(result):
     # what holds at any data size holds in smoke mode too
     for name in ("shallow_half_encoder", "int8_linear_3x_smaller", "unstructured_same_size"):
         assert claims[name]["value"] == 1.0, claims[name]
+
+
+def test_notebook_05_exercises_wait_for_answers_and_the_quiz_renders(result):
+    """The student's copy has empty answers: "Run all" goes through, each check says so, the quiz shows."""
+    from tlkit import course, exercises
+
+    done = course.executed_summary(result.notebook)
+    assert set(done["checks"]) == {ex.id for ex in exercises.all_exercises(5)}
+    assert all("not answered yet" in text for text in done["checks"].values()), done["checks"]
+    assert done["quiz_widget"]

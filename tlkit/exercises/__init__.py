@@ -30,6 +30,7 @@ CHAPTERS: dict[int, str] = {
     2: "tlkit.exercises.ch2",
     3: "tlkit.exercises.ch3",
     4: "tlkit.exercises.ch4",
+    5: "tlkit.exercises.ch5",
 }
 
 
@@ -165,6 +166,19 @@ def close(a: Any, b: Any, *, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=float)
     b = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=float)
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def need_loss(got: Any, reaches: str) -> None:
+    """Raise a ``Mistake`` unless ``got`` is a finite scalar tensor still in the graph (its gradient reaches ``reaches``)."""
+    if isinstance(got, (float, int, np.floating)):
+        raise Mistake("the loss is a Python number (.item() or numpy?): it must stay a torch tensor so that its "
+                      f"gradient reaches {reaches}.")
+    need_tensor(got, "the loss")
+    if got.dim() != 0:
+        raise Mistake(f"return a scalar tensor (shape ()), got shape {tuple(got.shape)}.")
+    if not got.requires_grad:
+        raise Mistake("the loss is cut off from the graph (.item(), .numpy() or detach?): it must stay a torch "
+                      f"tensor so that its gradient reaches {reaches}.")
 
 
 def need_tensor(x: Any, what: str, shape: tuple[int, ...] | None = None) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tlkit.exercises import Exercise, Mistake, close, need_tensor
+from tlkit.exercises import Exercise, Mistake, close, need_loss, need_tensor
 from tlkit.quiz import Option, Question, find, which_best
 
 
@@ -57,15 +57,7 @@ def _test_coral(answer: Callable[..., Any], rng: np.random.Generator) -> None:
     f_s = (torch.randn(int(rng.integers(12, 30)), d, generator=g) * 2 + 3).requires_grad_(True)  # not centred
     f_t = torch.randn(int(rng.integers(12, 30)), d, generator=g).requires_grad_(True)
     got = answer(f_s, f_t)
-    if isinstance(got, (float, int, np.floating)):
-        raise Mistake("the loss is a Python number (.item() or numpy?): it must stay a torch tensor so that its "
-                      "gradient reaches the features.")
-    need_tensor(got, "the loss")
-    if got.dim() != 0:
-        raise Mistake(f"return a scalar tensor (shape ()), got shape {tuple(got.shape)}.")
-    if not got.requires_grad:
-        raise Mistake("the loss is cut off from the graph (.item(), .numpy() or detach?): it must stay a torch "
-                      "tensor so that its gradient reaches the features.")
+    need_loss(got, "the features")
     want = coral_loss(f_s, f_t)
     if close(got, want, rtol=1e-4):
         return
