@@ -170,7 +170,9 @@ def test_chapter_panel_in_a_real_browser(server, tmp_path):
             status = panel.locator(".tlkit-status")
 
             epochs = panel.locator(".widget-text", has_text="epochs").locator("input")
-            epochs.fill("200")
+            # long enough that it is still going after 4 s of watching on any machine (200 epochs of
+            # chapter 1's MLP finished in under 4 s on an idle CI machine, and Stop then had nothing to stop)
+            epochs.fill("5000")
             epochs.press("Tab")                                        # IntText syncs on blur / Enter
             panel.scroll_into_view_if_needed()
             plot = panel.locator(".tlkit-live-plot")
