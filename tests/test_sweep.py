@@ -51,3 +51,8 @@ def test_learning_curves_plot_has_labels_and_spread():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["25", "100", "all"]
     assert len(ax.lines) == 3  # two methods + baseline
     assert len(ax.collections) == 2  # the spread bands
+
+
+def test_budget_order_is_numeric_for_ints_and_the_strings_results_json_holds():
+    assert sweep.budget_order([400, 25, "all", 100, 25]) == [25, 100, 400, "all"]
+    assert sweep.budget_order(["400", "all", "25", "100"]) == ["25", "100", "400", "all"]  # not "100" < "25"

@@ -52,9 +52,10 @@ def sweep(fn: Callable[..., Any], budgets: Sequence[int | None], seeds: Iterable
 
 
 def budget_order(values: Iterable[Any]) -> list[Any]:
-    """Budgets sorted numerically with ``"all"`` last."""
+    """Budgets sorted numerically with ``"all"`` last; numbers may be ints or numeric strings
+    (results.json records budgets as strings: "100" comes after "25")."""
     vals = list(dict.fromkeys(values))
-    nums = sorted(v for v in vals if v != "all")
+    nums = sorted((v for v in vals if v != "all"), key=float)
     return nums + (["all"] if "all" in vals else [])
 
 

@@ -1,13 +1,13 @@
 """Chapter 1 (word embeddings): checked exercises and quiz."""
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numpy as np
 
 from tlkit.exercises import Exercise, Mistake, close, need_tensor
 from tlkit.quiz import Option, Question, which_best
+from tlkit.sweep import budget_order
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:
@@ -185,20 +185,12 @@ EXERCISES = [
 QUIZ_TITLE = "Chapter 1 quiz: word embeddings"
 
 
-def _budget_order(budget) -> float:
-    """Sort key for label budgets: numbers by value, "all" (every label; the CPU preset has it) last."""
-    try:
-        return float(budget)
-    except (TypeError, ValueError):
-        return math.inf
-
-
 def _q_best_small(r: dict) -> Question:
     """Which initialisation won at the smallest label budget"""
     rows = [x for m in ("random", "frozen", "fine-tuned") for x in r.get((m, "movies_acc"), [])]
     if not rows:
         raise KeyError("random|frozen|fine-tuned / movies_acc")
-    smallest = min((x.get("budget") for x in rows), key=_budget_order)
+    smallest = budget_order(x.get("budget") for x in rows)[0]  # "all" (the CPU preset's last budget) sorts last
     acc = {x["method"]: float(x["value"]) for x in rows if x.get("budget") == smallest}
     return which_best(f"In this run, at {smallest} labels per class, which embedding initialisation had the "
                       "highest mean movie test accuracy?", acc)
