@@ -175,7 +175,10 @@ def test_chapter_panel_in_a_real_browser(server, tmp_path):
             epochs.fill("5000")
             epochs.press("Tab")                                        # IntText syncs on blur / Enter
             panel.scroll_into_view_if_needed()
-            plot = panel.locator(".tlkit-live-plot")
+            # chapter 1 has one panel: find its live plot anywhere on the page (scoped to the panel's
+            # first match, classic Notebook once failed to resolve it within 60 s in a fresh-clone CI run)
+            plot = page.locator(".tlkit-live-plot").first
+            plot.wait_for(state="attached", timeout=120_000)
             page.evaluate(WATCH, plot.element_handle())
             button("Train").click()
             expect(status).to_contain_text("training", timeout=120_000)
