@@ -83,3 +83,30 @@ def test_record_resources_rows(report_file):
                                                           ("chapter", "peak_rss_mb")}
     text = report.resources_markdown(values, "cpu")
     assert "CPU-minutes" in text and "GB" in text
+
+
+def test_record_resources_adds_the_gpu_peak_when_cuda_was_used(report_file, monkeypatch):
+    """On a CUDA machine the chapter also records what it took from the GPU (``max_memory_reserved``)
+    and names the card in its resources sentence; a stand-in torch module plays the GPU here."""
+    import sys
+    import time
+    import types
+
+    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True,
+                                 get_device_name=lambda: "Tesla T4", max_memory_reserved=lambda: 3 * 2**30)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    values = report.record_resources(time.perf_counter() - 1.0, preset="gpu")
+    assert values["peak_gpu_mb"] == 3 * 1024
+    rows = {r["metric"]: r for r in map(json.loads, report_file.read_text().splitlines())}
+    assert rows["peak_gpu_mb"]["gpu"] == "Tesla T4" and rows["peak_gpu_mb"]["value"] == 3072
+    text = report.resources_markdown(values, "gpu")
+    assert "Tesla T4 GPU" in text and "peak GPU memory **3.00 GB**" in text
+
+
+def test_record_resources_never_touches_cuda_when_torch_is_not_loaded(report_file, monkeypatch):
+    import sys
+    import time
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    values = report.record_resources(time.perf_counter(), preset="cpu")
+    assert "peak_gpu_mb" not in values and "torch" not in sys.modules

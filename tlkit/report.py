@@ -220,12 +220,29 @@ def cpu_s() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def gpu_peak() -> tuple[str, float] | None:
+    """``(GPU name, peak MB)`` this process took from its CUDA GPU through PyTorch's caching allocator
+    (``max_memory_reserved``: what must fit the card), or None when the process never used CUDA. Never
+    imports torch or initialises CUDA itself."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.get_device_name(), torch.cuda.max_memory_reserved() / 2**20
+
+
 def record_resources(wall_start: float, *, preset: str | None = None) -> dict[str, float]:
     """Record the chapter's ``wall_s`` (since ``wall_start``, a ``time.perf_counter()`` value),
-    ``cpu_s`` and ``peak_rss_mb`` rows (``method="chapter"``) and return them."""
+    ``cpu_s`` and ``peak_rss_mb`` rows (``method="chapter"``), and ``peak_gpu_mb`` when the chapter ran
+    on a CUDA GPU, and return them."""
     values = {"wall_s": time.perf_counter() - wall_start, "cpu_s": cpu_s(), "peak_rss_mb": peak_rss_mb()}
+    gpu = gpu_peak()
+    if gpu is not None:
+        values["peak_gpu_mb"] = gpu[1]
     for metric, value in values.items():
-        record(method="chapter", metric=metric, value=value, preset=preset)
+        record(method="chapter", metric=metric, value=value, preset=preset,
+               **({"gpu": gpu[0]} if gpu is not None and metric == "peak_gpu_mb" else {}))
     return values
 
 
@@ -233,8 +250,14 @@ def resources_markdown(values: dict[str, float], preset: str) -> str:
     """One sentence on the chapter's measured time and memory, from ``record_resources``."""
     import platform
 
-    cores = os.cpu_count() or 1
-    return (f"This run (preset `{preset}`, {platform.machine()} with {cores} CPU cores visible): "
+    try:
+        cores = len(os.sched_getaffinity(0))     # the cores this process may use, not the machine's
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    gpu = gpu_peak() if "peak_gpu_mb" in values else None
+    where = f"{platform.machine()} with {cores} CPU cores" + (f" and a {gpu[0]} GPU" if gpu else "")
+    gpu_text = f", peak GPU memory **{values['peak_gpu_mb'] / 1024:.2f} GB**" if "peak_gpu_mb" in values else ""
+    return (f"This run (preset `{preset}`, {where}): "
             f"**{values['wall_s'] / 60:.1f} min** wall time, **{values['cpu_s'] / 60:.1f} CPU-minutes**, "
-            f"peak memory **{values['peak_rss_mb'] / 1024:.2f} GB**. Wall time depends on the machine's load; "
-            "CPU-minutes divided by your cores is a better guide.")
+            f"peak memory **{values['peak_rss_mb'] / 1024:.2f} GB**{gpu_text}. Wall time depends on the machine's "
+            "load; CPU-minutes divided by your cores is a better guide.")
