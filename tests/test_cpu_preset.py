@@ -148,6 +148,50 @@ def test_chapter_3_gpu_preset_budgets_fit_the_pool():
         assert g["pool_per_class"] <= 6000, preset        # and its training set 6,000
 
 
+def _chapter_3_settings(sizes: dict):
+    """The chapter's own ``settings = vision.SweepSettings(...)`` statement, run with ``S = sizes``."""
+    from tlkit import vision
+
+    path = next(p for p in CHAPTERS if p.stem.startswith("03"))
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or "vision.SweepSettings(" not in cell.source:
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "settings":
+                scope = {"vision": vision, "S": sizes}
+                exec(compile(ast.Module([node], []), f"{path.name}:settings", "exec"), scope)  # noqa: S102
+                return scope["settings"]
+    raise LookupError(f"{path.name} has no `settings = vision.SweepSettings(...)` statement")
+
+
+def test_chapter_3_every_preset_trains_longer_on_larger_budgets_and_the_gpu_preset_runs():
+    """Issue 14: training length scales with the label budget on every preset (a fixed step count made
+    fine-tuning worse with more labels), and the gpu preset's settings train a CNN run (a dry run on CPU:
+    its image size and recipes, a tiny pool, a few steps)."""
+    import dataclasses
+
+    import numpy as np
+
+    from tlkit import data, vision
+
+    sizes = preset_sizes(next(p for p in CHAPTERS if p.stem.startswith("03")), "SIZES")
+    for preset, s in sizes.items():
+        settings = _chapter_3_settings(s)
+        steps = [settings.steps_for(10 * b) for b in s["budgets"]]
+        assert steps == sorted(steps) and steps[-1] > steps[0], (preset, steps)
+        # at least one pass over the largest budget's images
+        assert steps[-1] * min(settings.batch_size, 10 * s["budgets"][-1]) >= 10 * s["budgets"][-1], preset
+    g = _chapter_3_settings(sizes["gpu"])
+    X, y = data.load_fashion_mnist("test")
+    idx = data.budget_indices(y, 2, seed=0)
+    dry = dataclasses.replace(g, epochs=1, min_steps=1, device="cpu")
+    run = vision.BudgetSweep(X[idx], y[idx], X[idx[:10]], y[idx[:10]], dry)
+    for method in ("fine-tune last N", "fine-tune all"):
+        out = run(method=method, budget=1, seed=sizes["gpu"]["cnn_seeds"][-1])
+        assert out["steps"] == 1 and 0.0 <= out["acc"] <= 1.0, method
+    assert np.isfinite(run(method="small CNN (scratch)", budget=2, seed=0)["acc"])
+
+
 def test_chapter_5_every_preset_data_sizes_fit_the_data():
     """Chapter 5's data cell, run as written with each preset's sizes: the teacher's labelled set, the
     student's pool (drawn from what the teacher never sees), validation and test must all exist. The

@@ -229,14 +229,28 @@ def test_recalibrate_bn_sets_running_stats_to_the_data_statistics():
 def test_budget_sweep_runs_every_method_on_the_same_draw():
     X, y = _clothes(4, "train")
     Xt, yt = _clothes(2, "test")
-    s = vision.SweepSettings(size=32, feature_size=32, steps=2, batch_size=8, linear_epochs=3, small_cnn_steps=2, device="cpu")
+    s = vision.SweepSettings(size=32, feature_size=32, epochs=1, min_steps=2, batch_size=8, linear_epochs=3, device="cpu")
     run = vision.BudgetSweep(X, y, Xt, yt, s)
     assert sorted(run.methods) == sorted(vision.METHODS)
+    networks = set(vision.METHODS) - {"pixels+logreg", "features+logreg"}
     for method in run.methods:
         out = run(method=method, budget=2, seed=0)
-        assert set(out) == {"acc", "bacc", "train_s"} and 0.0 <= out["acc"] <= 1.0, method
+        assert set(out) == {"acc", "bacc", "train_s", "steps"} and 0.0 <= out["acc"] <= 1.0, method
+        if method in networks:   # one training-length rule for every network: 20 images, batch 8, 1 epoch
+            assert out["steps"] == s.steps_for(20) == 3, method
+    # twice the labels, twice the passes' worth of steps (a fixed step count made fine-tuning worse with more labels)
+    assert run(method="small CNN (scratch)", budget=4, seed=0)["steps"] == s.steps_for(40) == 5
     with pytest.raises(ValueError, match="unknown method"):
         run(method="magic", budget=2, seed=0)
+
+
+def test_sweep_settings_steps_scale_with_the_budget_and_bad_values_name_the_field():
+    s = vision.SweepSettings(epochs=6, min_steps=60, batch_size=16)
+    assert [s.steps_for(10 * b) for b in (10, 50, 200)] == [60, 188, 750]   # 10/class: the floor; then 6 passes
+    assert vision.SweepSettings(epochs=1, min_steps=1, batch_size=32).steps_for(5) == 1   # batch capped at the data
+    for bad in ({"epochs": 0}, {"epochs": "6"}, {"min_steps": 0}, {"batch_size": 2.5}):
+        with pytest.raises(ValueError, match=f"SweepSettings.{next(iter(bad))}"):
+            vision.SweepSettings(**bad)
 
 
 # --------------------------------------------------------------------------- introspection and FLOPs

@@ -531,18 +531,42 @@ METHODS = {
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """Sizes of one budget sweep (the chapter picks them per preset)."""
+    """Sizes of one budget sweep (the chapter picks them per preset).
+
+    Training length scales with the budget, by one rule for every network the sweep trains
+    (MobileNetV2 from scratch, fine-tune last N, fine-tune all, the small CNN): ``epochs``
+    passes over the budget's images, and at least ``min_steps`` optimizer steps so the
+    smallest budgets still train (``steps_for``). A fixed number of steps for every budget
+    would be a fraction of one epoch at large budgets: fine-tuning then got *worse* with more
+    labels. The LR schedule (warmup, then cosine decay to zero) spans the whole run.
+    """
 
     size: int = 64                # image side for the CNN runs (pixels): fine-tuning costs ~3 forwards a step
     feature_size: int = 96        # image side for frozen features (computed once, so it can be larger)
-    steps: int = 40               # optimizer steps per CNN run (same for every budget and method)
+    epochs: float = 6.0           # passes over the budget's images per network run
+    min_steps: int = 60           # ... but at least this many optimizer steps (tiny budgets)
     batch_size: int = 32
     lr: float = 1e-3              # head LR (and scratch LR)
     backbone_lr_mult: float = 0.1
     last_n: int = 3               # groups trained by "fine-tune last N" (head, top, block4)
     linear_epochs: int = 40
-    small_cnn_steps: int = 150
+    small_cnn_lr: float = 3e-3
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) or not self.epochs > 0:
+            raise ValueError(f"SweepSettings.epochs must be a number > 0 (passes over the budget's images), "
+                             f"got {self.epochs!r}; e.g. epochs=6")
+        for name in ("min_steps", "batch_size", "size", "feature_size", "linear_epochs", "last_n"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SweepSettings.{name} must be a whole number >= 1, got {v!r}")
+
+    def steps_for(self, n_images: int) -> int:
+        """Optimizer steps of one network run on ``n_images`` training images:
+        ``max(min_steps, ceil(epochs * n_images / batch_size))`` (batches of ``min(batch_size, n_images)``)."""
+        batch = min(self.batch_size, n_images)
+        return max(self.min_steps, math.ceil(self.epochs * n_images / batch))
 
 
 def cnn_recipes(settings: SweepSettings = SweepSettings()) -> dict[str, recipes.Recipe]:
@@ -558,7 +582,7 @@ BASELINES = ("pixels+logreg", "small CNN (scratch)", "features+logreg")
 
 
 class BudgetSweep:
-    """Callable for ``tlkit.sweep.sweep``: ``run(method=, budget=, seed=) -> {"acc", "bacc", "train_s"}``.
+    """Callable for ``tlkit.sweep.sweep``: ``run(method=, budget=, seed=) -> {"acc", "bacc", "train_s", "steps"}``.
 
     Holds one labelled pool (``X_pool`` uint8 images, ``y_pool``) and one test
     set. A run draws ``budget`` images per class from the pool with
@@ -610,21 +634,24 @@ class BudgetSweep:
                 X, Xt = F_pool[idx], F_test
             else:
                 X, Xt = to_tensor(self.X_pool[idx]).flatten(1), to_tensor(self.X_test).flatten(1)
-            head, _ = train_linear(X, y, num_classes=self.num_classes, epochs=self.s.linear_epochs, seed=seed,
-                                   batch_size=min(64, len(idx)))
+            head, state = train_linear(X, y, num_classes=self.num_classes, epochs=self.s.linear_epochs, seed=seed,
+                                       batch_size=min(64, len(idx)))
+            steps = state.step
             with torch.inference_mode():
                 logits = head(Xt)
         elif method == "small CNN (scratch)":
             torch.manual_seed(seed)
             model = SmallCNN(self.num_classes)
-            cfg = TrainConfig(epochs=10**6, max_steps=self.s.small_cnn_steps, lr=3e-3, batch_size=self.s.batch_size,
+            steps = self.s.steps_for(len(idx))
+            cfg = TrainConfig(epochs=10**6, max_steps=steps, lr=self.s.small_cnn_lr, batch_size=self.s.batch_size,
                               seed=seed, device=self.s.device, schedule="warmup_cosine", warmup=0.05, train_bn=True,
                               weight_decay=1e-2)
             logits = self._train_and_predict(model, RawPixels(self.X_pool[idx], y), RawPixels(self.X_test, self.y_test), cfg)
         elif method in self.recipes:
             recipe = self.recipes[method]
             model = classifier(self.backbone, self.num_classes, pretrained=recipe.pretrained, seed=seed)
-            base = TrainConfig(epochs=10**6, max_steps=self.s.steps, lr=self.s.lr, batch_size=self.s.batch_size,
+            steps = self.s.steps_for(len(idx))
+            base = TrainConfig(epochs=10**6, max_steps=steps, lr=self.s.lr, batch_size=self.s.batch_size,
                                seed=seed, device=self.s.device, schedule="warmup_cosine", warmup=0.1,
                                weight_decay=1e-2)
             cfg = recipe(surgery.layer_groups(model), base=base)
@@ -634,7 +661,7 @@ class BudgetSweep:
             raise ValueError(f"unknown method {method!r}; choose one of {self.methods}")
         yt = torch.as_tensor(self.y_test)
         return {"acc": metrics.accuracy(logits, yt), "bacc": metrics.balanced_accuracy(logits, yt),
-                "train_s": time.perf_counter() - t0}
+                "train_s": time.perf_counter() - t0, "steps": float(steps)}
 
     def _train_and_predict(self, model: nn.Module, train_ds, test_ds, cfg: TrainConfig) -> torch.Tensor:
         train_dl = _train.loader(train_ds, min(cfg.batch_size, len(train_ds)), shuffle=True, seed=cfg.seed or 0,
