@@ -42,11 +42,11 @@ if os.environ.get("TLKIT_BENCH_FP16") == "1":   # a T4 has no bf16 tensor cores:
 """
 
 
-def chapter_dirs(names: list[str]) -> list[Path]:
+def chapter_paths(names: list[str], directory: Path) -> list[Path]:
     sys.path.insert(0, str(REPO))
     from tlkit import runner
 
-    return runner.select(names, REPO / "notebooks") if names else runner.chapters(REPO / "notebooks")
+    return runner.select(names, directory) if names else runner.chapters(directory)
 
 
 def summarise(name: str, out: Path, finished: bool, wall_s: float) -> dict:
@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap-gb", type=float, default=16.0, help="GPU memory per chapter kernel (default: T4, 16)")
     ap.add_argument("--bf16", action="store_true", help="let Ampere+ cards use bf16 (default: fp16, as on a T4)")
     ap.add_argument("--parallel", action="store_true", help="run the chapters side by side (CPU cores split)")
+    ap.add_argument("--notebooks", default=str(REPO / "notebooks"), help="folder holding the chapters")
     ap.add_argument("--deadline-s", type=float, default=None, help="end every chapter still running after this")
     args = ap.parse_args(argv)
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    paths = chapter_dirs(args.chapters)
+    paths = chapter_paths(args.chapters, Path(args.notebooks))
     ipython_dir = Path(tempfile.mkdtemp(prefix="tlkit-gpu-ipython-"))
     (ipython_dir / "profile_default" / "startup").mkdir(parents=True)
     (ipython_dir / "profile_default" / "startup" / "00-gpu-cap.py").write_text(CAP_STARTUP)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         log = open(out / f"{path.stem}.log", "w")
         return subprocess.Popen(
             [sys.executable, "-m", "tlkit.cli", "run", path.stem, "--preset", "gpu", "--out", str(out / path.stem),
-             "--timeout", "3600"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+             "--timeout", "3600", "--notebooks", str(path.parent)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=lambda: os.sched_setaffinity(0, mask), start_new_session=True)
 
     def stop(proc: subprocess.Popen) -> None:
