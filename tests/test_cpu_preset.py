@@ -124,20 +124,27 @@ def test_chapter_4_gpu_preset_dry_run_on_cpu():
                 train.evaluate(adapt.adabn(model, pair.target_train[0]), small.loaders()["target"])
 
 
+def run_data_cell(prefix: str, preset: str) -> tuple[dict, dict]:
+    """A chapter's data cell (the one drawing ``data.budget(sp.test, ...)``), run as written with one
+    preset's sizes; returns (the names it defined, the sizes)."""
+    from tlkit import data
+
+    path = next(p for p in CHAPTERS if p.stem.startswith(prefix))
+    sizes = preset_sizes(path, "SIZES")[preset]
+    cell = next(c.source for c in nbformat.read(path, as_version=4).cells
+                if c.cell_type == "code" and "data.budget(sp.test" in c.source)
+    scope = {"data": data, "S": sizes, "print": lambda *a, **k: None}
+    exec(compile(cell, f"{path.name}:data cell", "exec"), scope)   # noqa: S102 -- the chapter's own cell
+    return scope, sizes
+
+
 def test_chapter_2_gpu_preset_data_sizes_fit_the_data():
     """Chapter 2's data cell, run as written with the gpu preset's sizes: every balanced subset it draws
     must exist (the movie test split has 999 positive snippets, so 1,000 per class cannot be drawn)."""
-    from tlkit import data
-
-    path = next(p for p in CHAPTERS if p.stem.startswith("02"))
-    sizes = preset_sizes(path, "SIZES")
-    cell = next(c.source for c in nbformat.read(path, as_version=4).cells
-                if c.cell_type == "code" and "data.budget(sp.test" in c.source)
     for preset in ("cpu", "gpu"):
-        scope = {"data": data, "S": sizes[preset], "print": lambda *a, **k: None}
-        exec(compile(cell, f"{path.name}:data cell", "exec"), scope)   # noqa: S102 -- the chapter's own cell
-        assert len(scope["test"]) == sizes[preset]["n_test"] // 2 * 2
-        assert len(scope["pool"]) == sizes[preset]["n_pool"] // 2 * 2
+        scope, sizes = run_data_cell("02", preset)
+        assert len(scope["test"]) == sizes["n_test"] // 2 * 2
+        assert len(scope["pool"]) == sizes["n_pool"] // 2 * 2
 
 
 def test_chapter_3_gpu_preset_budgets_fit_the_pool():
@@ -196,15 +203,8 @@ def test_chapter_5_every_preset_data_sizes_fit_the_data():
     """Chapter 5's data cell, run as written with each preset's sizes: the teacher's labelled set, the
     student's pool (drawn from what the teacher never sees), validation and test must all exist. The
     gpu preset's first run on a GPU failed here: 2,000 pool snippets per class where 1,997 were left."""
-    from tlkit import data
-
-    path = next(p for p in CHAPTERS if p.stem.startswith("05"))
-    sizes = preset_sizes(path, "SIZES")
-    cell = next(c.source for c in nbformat.read(path, as_version=4).cells
-                if c.cell_type == "code" and "data.budget(sp.test" in c.source)
     for preset in ("cpu", "gpu"):
-        scope = {"data": data, "S": sizes[preset], "print": lambda *a, **k: None}
-        exec(compile(cell, f"{path.name}:data cell", "exec"), scope)   # noqa: S102 -- the chapter's own cell
+        scope, sizes = run_data_cell("05", preset)
         for name, key in (("teacher_df", "n_teacher"), ("pool", "n_pool"), ("valid", "n_valid"), ("test", "n_test")):
-            assert len(scope[name]) == sizes[preset][key] // 2 * 2, (preset, name)
-        assert max(sizes[preset]["budgets"]) * 2 <= len(scope["pool"]), preset
+            assert len(scope[name]) == sizes[key] // 2 * 2, (preset, name)
+        assert max(sizes["budgets"]) * 2 <= len(scope["pool"]), preset
