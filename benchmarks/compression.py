@@ -1,17 +1,20 @@
 """Size and latency of chapter 5's compressed variants, as ratios measured in one run.
 
-    .venv/bin/python benchmarks/compression.py                    # 1 thread, batch 1 and 32, 30 repeats
-    .venv/bin/python benchmarks/compression.py --threads 2 --repeats 50 --max-len 64
+    .venv/bin/python benchmarks/compression.py                    # 1 thread, batch 1 and 32, 30 rounds
+    .venv/bin/python benchmarks/compression.py --threads 2 --repeats 50
 
 Variants of MiniLM-L6 (the chapter's teacher architecture): the teacher in float32, shallow copies
-(3 and 2 of 6 layers, ``compress.shallow_copy``), dynamic int8 (``compress.quantize_int8``; torchao's
-int8 path too when torchao is installed),
+(3 and 2 of 6 layers, ``compress.shallow_copy``), dynamic int8 (``compress.quantize_int8``, one scale
+per weight row, and one per matrix for comparison; torchao's int8 path too when torchao is installed),
 unstructured magnitude pruning at 50% and 90% (``compress.magnitude_prune``), structured pruning
 (half the heads and half the feed-forward channels, ``compress.prune_heads``/``prune_ffn``), and
-structured + int8. Size = serialized ``state_dict`` bytes; latency = median forward time on a fixed
-batch of real movie snippets (the first 1 and 32 test snippets, padded per batch) at a fixed
-thread count. Size and latency do not depend on what the weights have learned, so the head is
-left untrained here; accuracy targets are measured by the chapter (``tlkit run 05 --preset cpu``).
+structured + int8. Size = serialized ``state_dict`` bytes; latency = ``compress.compare_latency``:
+the variants timed head to head (one call each per round, 30 rounds after 2 warm-up calls, 1 thread,
+medians) on the inputs chapter 5 times, its CPU preset's fixed batches (the first 1 and 32 snippets
+of its 500-snippet movies test set, in order, at most 48 tokens, padded per batch). Chapter 5 computes
+its speed-up claims with the same function, inputs and defaults, so the two agree up to the machine's
+load. Size and latency do not depend on what the weights have learned, so the head is left untrained
+here; accuracy targets are measured by the chapter (``tlkit run 05 --preset cpu``).
 
 Targets (issue 18): shallow student with <= 50% of the encoder parameters and >= 2x lower latency
 at batch 1 / 1 thread; int8 >= 3x smaller Linear weights and >= 1.5x faster at batch 32 / 1 thread;
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,15 +38,19 @@ from tlkit import compress, data, text  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--max-len", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=30, help="timed rounds (compress.compare_latency's default)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls per model first (compare_latency's default)")
+    ap.add_argument("--max-len", type=int, default=48, help="tokens per snippet (chapter 5's CPU preset: 48)")
+    ap.add_argument("--n-test", type=int, default=500, help="chapter 5's test-set size (CPU preset: 500)")
     ap.add_argument("--model", default="minilm-l6")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
     tok = text.load_tokenizer(args.model)
     teacher = text.load_classifier(args.model, num_labels=2, seed=0).eval()
-    test = data.split(data.load_sentiment("movies"), valid=0.1, test=0.2, seed=0).test.iloc[:64]
+    # chapter 5's test set, built as its data cell builds it, and its fixed batches, as its measuring cell does
+    split = data.split(data.load_sentiment("movies"), valid=0.1, test=0.2, seed=0)
+    test = data.budget(split.test, args.n_test // 2, seed=0)
     ds = text.TokenDataset.from_texts(tok, test["text"], test["label"], args.max_len)
     dl = text.text_loader(ds, 32, bucket=False, pad_id=tok.pad_token_id or 0)   # snippets in their own order
     batches = {"b1": compress.fixed_batch(dl, 1), "b32": compress.fixed_batch(dl, 32)}
@@ -54,6 +60,7 @@ def main() -> None:
     models["shallow 3/6"] = compress.shallow_copy(teacher, compress.every_other(6, 3))
     models["shallow 2/6"] = compress.shallow_copy(teacher, compress.every_other(6, 2))
     models["teacher int8"] = compress.quantize_int8(teacher)
+    models["teacher int8, per matrix"] = compress.quantize_int8(teacher, per_channel=False)
     if compress.torchao_available():   # optional: the alternative the chapter measured against
         models["teacher int8 (torchao)"] = compress.quantize_int8(teacher, backend="torchao")
     models["shallow 3/6 int8"] = compress.quantize_int8(models["shallow 3/6"])
@@ -65,23 +72,17 @@ def main() -> None:
     compress.prune_ffn(m, 0.5)
     models["structured + int8"] = compress.quantize_int8(m)
 
-    # Latency: the variants take turns, one call each per round, so a change in the machine's load
-    # during the run hits all of them alike instead of whichever was being timed then.
-    times: dict[tuple[str, str], list[float]] = {(n, b): [] for n in models for b in batches}
-    for b, x in batches.items():
-        for name, model in models.items():
-            compress.latency_ms(model, x, threads=args.threads, repeats=1, warmup=2)   # warm-up
-        for _ in range(args.repeats):
-            for name, model in models.items():
-                times[(name, b)].append(compress.latency_ms(model, x, threads=args.threads, repeats=1, warmup=0))
+    # the variants take turns (compress.compare_latency), so a change in load hits all of them alike
+    lat = compress.compare_latency(models, batches, threads=args.threads, repeats=args.repeats, warmup=args.warmup)
     rows: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         quantized = any(hasattr(m, "_packed_params") for m in model.modules())
         rows[name] = {"size_mb": compress.size_bytes(model) / 1e6, "linear_mb": compress.linear_weight_bytes(model) / 1e6,
                       "encoder_params_m": float("nan") if quantized else compress.encoder_params(model) / 1e6,
-                      **{f"lat_{b}_ms": statistics.median(times[(name, b)]) for b in batches}}
+                      **{f"lat_{b}_ms": lat[name][b] for b in batches}}
 
-    print(f"MiniLM-L6 variants, {args.threads} thread(s), median of {args.repeats}, batch 1 = "
+    print(f"MiniLM-L6 variants, {args.threads} thread(s), median of {args.repeats} rounds after {args.warmup} warm-up "
+          f"calls, batch 1 = "
           f"{batches['b1']['input_ids'].shape[1]} tokens, batch 32 = {tuple(batches['b32']['input_ids'].shape)}; "
           f"torch {torch.__version__}, int8 backend {compress.int8_backend()} "
           f"(engine {torch.backends.quantized.engine}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -107,6 +108,8 @@ def main() -> None:
     check("int8: whole file smaller by", t["size_mb"] / q["size_mb"], "none", True)
     check("int8: latency speed-up, batch 32", t["lat_b32_ms"] / q["lat_b32_ms"], ">= 1.5", t["lat_b32_ms"] / q["lat_b32_ms"] >= 1.5)
     check("int8: latency speed-up, batch 1", t["lat_b1_ms"] / q["lat_b1_ms"], "none", True)
+    pm = rows["teacher int8, per matrix"]
+    check("int8 one scale per matrix: latency speed-up, batch 32", t["lat_b32_ms"] / pm["lat_b32_ms"], "none", True)
     if "teacher int8 (torchao)" in rows:
         ao = rows["teacher int8 (torchao)"]
         check("torchao int8: latency speed-up, batch 32", t["lat_b32_ms"] / ao["lat_b32_ms"], "none", True)

@@ -187,8 +187,22 @@ def test_size_counts_serialized_bytes():
     assert compress.size_bytes(big) > 100 * 100 * 4 > compress.size_bytes(small)
 
 
+def test_size_is_the_length_of_the_saved_file(tmp_path):
+    """size_bytes counts what torch.save writes without keeping it: exactly the bytes of a save into memory,
+    and the file on disk (named archive.pt: torch names the zip's folder after the file, a buffer's "archive")."""
+    import io
+
+    model = tiny_bert()
+    for m in (model, compress.quantize_int8(model)):
+        buf = io.BytesIO()
+        torch.save(m.state_dict(), buf)
+        assert compress.size_bytes(m) == buf.tell()
+        torch.save(m.state_dict(), tmp_path / "archive.pt")
+        assert compress.size_bytes(m) == (tmp_path / "archive.pt").stat().st_size
+
+
 def test_quantized_model_is_smaller_runs_and_warns_nothing():
-    model = tiny_bert(hidden=64, inter=128)
+    model = tiny_bert(hidden=128, inter=256)   # rows wide enough that the 16-byte row scales are small beside them
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         q = compress.quantize_int8(model)
@@ -196,6 +210,7 @@ def test_quantized_model_is_smaller_runs_and_warns_nothing():
     assert not [w for w in caught if "deprecat" in str(w.message).lower()], [str(w.message)[:80] for w in caught]
     assert out.shape == (3, 2) and torch.isfinite(out).all()
     assert compress.linear_weight_bytes(model) / compress.linear_weight_bytes(q) > 3
+    assert compress.linear_weight_bytes(model) / compress.linear_weight_bytes(compress.quantize_int8(model, per_channel=False)) > 3
     assert compress.size_bytes(q) < compress.size_bytes(model)
     assert compress.n_params(q) == compress.n_params(model)        # same numbers, fewer bits each
     assert isinstance(model.hf.classifier, nn.Linear)              # the original is untouched
@@ -204,10 +219,48 @@ def test_quantized_model_is_smaller_runs_and_warns_nothing():
     assert (out - ref).abs().max() < 0.1
 
 
+def test_int8_scales_each_weight_row_by_default_and_that_helps_outlier_rows():
+    """One row 40x larger than the others (as in MiniLM's feed-forward output layers): with one scale per
+    matrix the typical rows get a handful of int8 levels; with one scale per row (the default) their
+    quantized weights stay close."""
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 16)
+    with torch.no_grad():
+        lin.weight[3] *= 40
+    model = nn.Sequential(lin)
+
+    def weight(q):
+        return q[0]._packed_params._weight_bias()[0]
+
+    row, matrix = compress.quantize_int8(model), compress.quantize_int8(model, per_channel=False)
+    assert weight(row).qscheme() == torch.per_channel_affine and weight(matrix).qscheme() == torch.per_tensor_affine
+    typical = [i for i in range(16) if i != 3]
+    err = lambda q: (weight(q).dequantize() - lin.weight.detach())[typical].abs().max()  # noqa: E731
+    assert err(row) < err(matrix) / 10
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        ref = lin(x)[:, typical]
+        assert (row(x)[:, typical] - ref).abs().max() < (matrix(x)[:, typical] - ref).abs().max()
+
+
+def test_weight_row_spread_finds_the_outlier_row():
+    model = tiny_bert(layers=2)
+    lin = model.encoder.encoder.layer[1].output.dense
+    with torch.no_grad():
+        lin.weight.copy_(torch.ones_like(lin.weight))
+        lin.weight[5] *= 30
+    spread = compress.weight_row_spread(model)
+    assert set(spread) == {n for n, _ in compress.prunable_linears(model)}
+    assert spread["1.output.dense"] == pytest.approx(30.0)
+    assert max(v for n, v in spread.items() if n != "1.output.dense") < 30
+
+
 def test_torchao_backend_says_what_to_install_or_works():
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
     with pytest.raises(ValueError, match="backend"):
         compress.quantize_int8(model, backend="fbgemm")
+    with pytest.raises(ValueError, match="per_channel=True"):
+        compress.quantize_int8(model, backend="torchao", per_channel=False)
     if not compress.torchao_available():
         with pytest.raises(RuntimeError, match="pip install torchao"):
             compress.quantize_int8(model, backend="torchao")
@@ -223,6 +276,32 @@ def test_latency_restores_the_thread_count_and_mode():
     threads = torch.get_num_threads()
     ms = compress.latency_ms(model, torch.randn(4, 8), threads=1, repeats=3, warmup=1)
     assert ms > 0 and torch.get_num_threads() == threads and model.training
+
+
+def test_compare_latency_times_the_models_in_turn():
+    """Head to head: warm-up calls first, then each round calls every model once, in turn; the thread count
+    is restored and every model gets one median per batch."""
+    calls = []
+
+    class Tag(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append((self.name, x.shape[0]))
+            return x
+
+    threads = torch.get_num_threads()
+    out = compress.compare_latency({"a": Tag("a"), "b": Tag("b")}, {"b1": torch.zeros(1, 3), "b4": torch.zeros(4, 3)},
+                                   threads=1, repeats=3, warmup=2)
+    assert torch.get_num_threads() == threads
+    assert set(out) == {"a", "b"} and all(set(v) == {"b1", "b4"} and min(v.values()) > 0 for v in out.values())
+    b1 = [name for name, n in calls if n == 1]
+    assert b1 == ["a", "a", "b", "b"] + ["a", "b"] * 3          # 2 warm-up calls each, then 3 rounds in turn
+    assert len(calls) == 2 * len(b1)
+    with pytest.raises(ValueError, match="repeats"):
+        compress.compare_latency({"a": Tag("a")}, {"b1": torch.zeros(1, 3)}, repeats=0)
 
 
 def test_fixed_batch_gathers_rows_and_pads():
@@ -244,6 +323,21 @@ def test_unstructured_pruning_zeros_weights_but_not_bytes():
     assert compress.size_bytes(model) == size                   # zeros are stored like any number
     assert not any("mask" in k or "orig" in k for k in model.state_dict())   # pruning made permanent
     assert model(**batch()).shape == (3, 2)
+
+
+def test_unstructured_pruning_zeros_the_globally_smallest_weights():
+    """One global threshold over every encoder Linear: the zeros are exactly the weights whose magnitude is
+    at most the k-th smallest, compared with torch.kthvalue over all of them (the reference)."""
+    model = tiny_bert(seed=3)
+    weights = [m.weight.detach().clone() for _, m in compress.prunable_linears(model)]
+    flat = torch.cat([w.abs().flatten() for w in weights])
+    k = int(round(0.37 * flat.numel()))
+    threshold = flat.kthvalue(k).values
+    compress.magnitude_prune(model, 0.37)
+    for w, (_, m) in zip(weights, compress.prunable_linears(model)):
+        assert torch.equal(m.weight.detach() == 0, w.abs() <= threshold)
+        kept = w.abs() > threshold
+        assert torch.equal(m.weight.detach()[kept], w[kept])    # the others keep their values
 
 
 def test_head_pruning_removes_exactly_the_parameters_it_claims_and_keeps_the_function():
