@@ -271,6 +271,20 @@ def test_extras_reach_loaders_model_and_step_functions():
     assert p.extras == {"n_train": 256, "hidden": 32, "method": "smoothed", "weight": 0.5}
 
 
+def test_a_model_replaced_by_model_fn_is_freed():
+    """Once model_fn has built another model, the panel holds nothing of the first one (chapter 5's panel
+    kept its first student, 66 MB, for its whole life)."""
+    import gc
+    import weakref
+
+    p = TrainPanel(model_fn=lambda hidden: toy.MLP(hidden=hidden), loaders_fn=lambda batch_size: data(),
+                   cfg=TrainConfig(epochs=1), extras={"hidden": [16, 32]}, background=False)
+    first = weakref.ref(p.model)
+    p.train(block=True, hidden=32)
+    gc.collect()
+    assert first() is None and p.model[0][0].out_features == 32
+
+
 def test_dict_of_validation_sets_is_plotted_and_tabled():
     tr, va = data()
     p = TrainPanel(toy.MLP(), tr, {"source": va, "target": train.loader(toy.blobs(64, seed=2), 64)},

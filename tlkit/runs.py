@@ -337,7 +337,9 @@ class RunManager:
 
         self.values: dict[str, Any] = dict(self.extra_defaults)  # filled below, once the groups are known
         self.model = model if model is not None else model_fn(**accepted_kwargs(model_fn, self.extra_defaults))
-        self._groups_for = self.model
+        # which model a list of groups belongs to, without keeping it alive: a strong reference held the
+        # first model for the panel's lifetime after model_fn built another (chapter 5: 66 MB)
+        self._groups_for = weakref.ref(self.model)
         self._model_key = self._key(model_fn) if model_fn is not None else None
         self._adopt_model(self.model)
         self.train_dl, self.valid_dl = train_dl, valid_dl
@@ -366,7 +368,7 @@ class RunManager:
     def _make_groups(self, model) -> list[surgery.LayerGroup]:
         if callable(self._groups_arg):
             return list(self._groups_arg(model))
-        if self._groups_arg is not None and model is self._groups_for:
+        if self._groups_arg is not None and model is self._groups_for():
             return list(self._groups_arg)
         return surgery.layer_groups(model)
 
