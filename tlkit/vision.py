@@ -521,7 +521,7 @@ def recalibrate_bn(model: nn.Module, dl, device: str | torch.device | None = Non
 # --------------------------------------------------------------------------- one run of the budget sweep
 METHODS = {
     "pixels+logreg": "logistic regression on raw 28x28 pixels (baseline)",
-    "small CNN (scratch)": "a ~100k-parameter CNN trained from scratch on 28x28 pixels (baseline)",
+    "small CNN (scratch)": "a ~60k-parameter CNN trained from scratch on 28x28 pixels (baseline)",
     "MobileNetV2 (scratch)": "the same architecture, random init, every layer trained",
     "features+logreg": "frozen ImageNet MobileNetV2 features (cached) + logistic regression",
     "fine-tune last N": "ImageNet MobileNetV2, last N groups trained, frozen BatchNorm in eval mode",
