@@ -1,7 +1,7 @@
 """Every chapter on the default CPU preset: all claims hold and memory stays under 1.5 GB (issue 14).
 
-These runs take 10-25 minutes per chapter on a 2-core machine, so they are marked ``cpu_preset`` and
-skipped unless ``TLKIT_CPU_PRESET_TESTS=1`` (CI sets it in its own step; see README). The gpu-preset
+These runs take 5-25 minutes per chapter on a 2-core machine, so they are marked ``cpu_preset`` and,
+except chapter 1 (about 20 s, run every time), skipped unless ``TLKIT_CPU_PRESET_TESTS=1`` (README). The gpu-preset
 dry runs at the bottom are fast and always run: they build each chapter's gpu-preset data and models
 on the CPU and train a few steps, which catches shape, config and data-size errors that no CPU run
 would (the gpu preset has never run in CI otherwise).
@@ -55,9 +55,15 @@ def test_check_records_flags_failed_claims_missing_rows_and_memory():
     assert any("need at least 3" in p for p in check_records("ch", ok[3:]))
 
 
+# Chapter 1 runs on the CPU preset in every CI run (about 20 s, 1.1 GB); the others take 5-25 minutes each
+# on 2 idle cores and far longer on a loaded machine (a 30-minute cell limit was hit under contention), so
+# they run when asked (TLKIT_CPU_PRESET_TESTS=1; README), not in the 90-minute CI.
+IN_CI = {"01_word_embeddings"}
+
+
 @pytest.mark.cpu_preset
-@needs_opt_in
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=() if p.stem in IN_CI else needs_opt_in) for p in CHAPTERS],
+                         ids=lambda p: p.stem)
 def test_chapter_on_the_cpu_preset(path, tmp_path):
     from tlkit.runner import run_notebook
 
