@@ -124,9 +124,14 @@ def server(request, tmp_path):
 
 
 # JavaScript: record the times the live plot's image changes (a MutationObserver on its src)
-WATCH = """(img) => { window.__tlkitUpdates = [];
-  new MutationObserver(() => window.__tlkitUpdates.push(performance.now()))
-      .observe(img, {attributes: true, attributeFilter: ['src']}); }"""
+# Counts every new frame of the live plot: a change of the `src` of any `.tlkit-live-plot` image anywhere on
+# the page. It watches the document rather than one element handle, so a view that the front end re-renders
+# (a new <img> with the same class) is still counted; a plot that stops updating still fails the rate check.
+WATCH = """() => { window.__tlkitUpdates = [];
+  new MutationObserver((records) => {
+      if (records.some((r) => r.target.matches && r.target.matches('.tlkit-live-plot, .tlkit-live-plot img')))
+          window.__tlkitUpdates.push(performance.now()); })
+      .observe(document.body, {attributes: true, attributeFilter: ['src'], subtree: true}); }"""
 
 
 def _open_and_run_all(page, kind: str, base: str, token: str, tmp_path: Path) -> None:
@@ -143,6 +148,19 @@ def _open_and_run_all(page, kind: str, base: str, token: str, tmp_path: Path) ->
         page.evaluate("() => Jupyter.notebook.execute_all_cells()")
 
 
+def _wait_for_run_all(page, kind: str) -> None:
+    """Until "Run all" has executed every code cell and the kernel is idle. The cells after the panel (claims,
+    coursework) still run when the scripted run lands on the board; in classic Notebook the panel's view was
+    removed and rendered again meanwhile, and a click in that window waited 60 s for a detached button."""
+    if kind == "lab":
+        page.get_by_text(re.compile(r"\|\s*Idle")).first.wait_for(timeout=300_000)
+        return
+    page.wait_for_function("() => !Jupyter.notebook.kernel_busy && Jupyter.notebook.get_cells().every("
+                           "c => c.cell_type !== 'code' || (c.input_prompt_number !== '*' "
+                           "&& c.input_prompt_number !== undefined && c.input_prompt_number !== null))",
+                           timeout=300_000, polling=250)
+
+
 def _box(locator) -> dict:
     box = locator.bounding_box()
     assert box is not None, "element not rendered"
@@ -150,10 +168,27 @@ def _box(locator) -> dict:
 
 
 def test_chapter_panel_in_a_real_browser(server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     kind, base, token = server
     SHOTS.mkdir(parents=True, exist_ok=True)
+    # Classic Notebook sometimes removes the panel's view during "Run all" and a locator then waits 60 s for
+    # an element that is gone (seen in about 1 of 4 runs here and in a fresh-clone CI run; cause not found:
+    # nothing in tlkit closes the widget). Classic gets one more attempt in a new page, which opens the same
+    # notebook and runs it again; a second failure fails the test, and JupyterLab gets no second attempt.
+    for attempt in (1, 2):
+        try:
+            _drive_the_panel(kind, base, token, tmp_path)
+            return
+        except PlaywrightTimeout as exc:
+            if kind != "classic" or attempt == 2:
+                raise
+            print(f"classic: attempt 1 timed out ({str(exc).splitlines()[0]}); trying once more in a new page")
+
+
+def _drive_the_panel(kind: str, base: str, token: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
     started = time.time()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -166,6 +201,7 @@ def test_chapter_panel_in_a_real_browser(server, tmp_path):
             panel.wait_for(state="visible", timeout=300_000)           # the chapter's cells up to the panel
             # the chapter's scripted run ("Run all") lands on the board first
             expect(panel.locator(".tlkit-board")).to_contain_text("GloVe frozen", timeout=300_000)
+            _wait_for_run_all(page, kind)
             button = lambda name: panel.locator("button", has_text=re.compile(rf"^\s*{name}\s*$"))  # noqa: E731
             status = panel.locator(".tlkit-status")
 
@@ -175,11 +211,11 @@ def test_chapter_panel_in_a_real_browser(server, tmp_path):
             epochs.fill("5000")
             epochs.press("Tab")                                        # IntText syncs on blur / Enter
             panel.scroll_into_view_if_needed()
-            # chapter 1 has one panel: find its live plot anywhere on the page (scoped to the panel's
-            # first match, classic Notebook once failed to resolve it within 60 s in a fresh-clone CI run)
-            plot = page.locator(".tlkit-live-plot").first
-            plot.wait_for(state="attached", timeout=120_000)
-            page.evaluate(WATCH, plot.element_handle())
+            # chapter 1 has one panel; its live plot is rendered (hidden until the first frame). Classic
+            # Notebook twice lost the element between finding it and taking a handle on it in fresh-clone CI
+            # runs (a 60 s wait for `.tlkit-live-plot` after it had been attached), so WATCH takes no handle.
+            page.locator(".tlkit-live-plot").first.wait_for(state="attached", timeout=120_000)
+            page.evaluate(WATCH)
             button("Train").click()
             expect(status).to_contain_text("training", timeout=120_000)
             t_train = time.time()
