@@ -250,10 +250,9 @@ def resources_markdown(values: dict[str, float], preset: str) -> str:
     """One sentence on the chapter's measured time and memory, from ``record_resources``."""
     import platform
 
-    try:
-        cores = len(os.sched_getaffinity(0))     # the cores this process may use, not the machine's
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    from .resources import cpu_limit
+
+    cores = cpu_limit().affinity                 # the cores this process may use, not the machine's
     gpu = gpu_peak() if "peak_gpu_mb" in values else None
     where = f"{platform.machine()} with {cores} CPU cores" + (f" and a {gpu[0]} GPU" if gpu else "")
     gpu_text = f", peak GPU memory **{values['peak_gpu_mb'] / 1024:.2f} GB**" if "peak_gpu_mb" in values else ""
