@@ -79,7 +79,7 @@ def test_shallow_student_and_panel_are_measured(result):
 def test_every_claim_is_checked_and_recorded(result):
     claims = {r["metric"]: r for r in result.records if r["method"] == "claim"}
     assert set(claims) == {"glove_distill_beats_labels", "shallow_distill_beats_labels", "shallow_keeps_95pct",
-                           "shallow_half_encoder", "shallow_2x_faster_b1", "int8_linear_3x_smaller",
+                           "shallow_half_encoder", "shallow_faster_than_distilbert_b1", "int8_linear_3x_smaller",
                            "int8_1p5x_faster_b32", "int8_drop_at_most_1pt", "unstructured_same_size",
                            "structured_smaller_faster", "structured_recovers"}
     assert all(r["value"] in (0.0, 1.0) and r["numbers"] for r in claims.values())
