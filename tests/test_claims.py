@@ -1,5 +1,6 @@
 """report.Claims: conclusions checked on the run's numbers, recorded as claim rows."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,9 +74,10 @@ def test_pm_formats_mean_and_spread():
     assert report.pm(0.61234, digits=2) == "0.61"
 
 
-def test_record_resources_rows(report_file):
+def test_record_resources_rows(report_file, monkeypatch):
     import time
 
+    monkeypatch.setattr(report, "_METER", None)   # no memory meter started: the three rows only
     values = report.record_resources(time.perf_counter() - 2.0, preset="cpu")
     assert values["wall_s"] >= 2.0 and values["cpu_s"] > 0 and values["peak_rss_mb"] > 10
     rows = [json.loads(line) for line in report_file.read_text().splitlines()]
@@ -83,6 +85,32 @@ def test_record_resources_rows(report_file):
                                                           ("chapter", "peak_rss_mb")}
     text = report.resources_markdown(values, "cpu")
     assert "CPU-minutes" in text and "GB" in text
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the meter reads /proc (Linux)")
+def test_start_resources_meters_the_kernels_own_data(report_file, monkeypatch):
+    """start_resources() starts one sampler of anonymous memory; a 200 MB array held for 0.3 s and freed
+    before record_resources is still in its peak, and the sentence says what the two numbers are."""
+    import time
+
+    import numpy as np
+
+    monkeypatch.setattr(report, "_METER", None)
+    t0 = report.start_resources()
+    meter = report._METER
+    assert meter is not None and report.start_resources() and report._METER is meter   # one meter per process
+    before = meter.sample()
+    block = np.ones(200 * 2**20 // 8)   # 200 MB, written, so resident
+    time.sleep(0.3)
+    del block
+    values = report.record_resources(t0, preset="cpu")
+    assert values["peak_anon_mb"] >= before + 150
+    assert values["peak_rss_mb"] >= values["peak_anon_mb"]
+    rows = {r["metric"] for r in map(json.loads, report_file.read_text().splitlines())}
+    assert "peak_anon_mb" in rows
+    text = report.resources_markdown(values, "cpu")
+    assert "kernel's own data" in text and "shared-library pages" in text
+    meter._stop.set()
 
 
 def test_record_resources_adds_the_gpu_peak_when_cuda_was_used(report_file, monkeypatch):

@@ -18,12 +18,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("0[1-9]_*.ipynb"))   # every chapter, 5 too
-PEAK_LIMIT_MB = 1.5 * 1024
+PEAK_LIMIT_MB = 1.5 * 1024     # the kernel's own data (peak_anon_mb): what a memory limit cannot reclaim
+RESIDENT_LIMIT_MB = 2 * 1024   # everything resident (peak_rss_mb, shared-library pages too): Binder's kernel limit
 
 
 def check_records(name: str, records: list[dict]) -> list[str]:
     """What is wrong with one chapter's records: too few claims, a claim that does not hold, no
-    time/memory rows, or a peak above 1.5 GB. Empty when all is well."""
+    time/memory rows, the kernel's own data (anonymous memory) above 1.5 GB at its peak, or everything
+    resident above 2 GB. Empty when all is well.
+
+    Why two numbers: ``peak_rss_mb`` (``VmHWM``) also counts the mapped pages of shared libraries
+    (PyTorch's CUDA build maps ~0.3 GB of them even without a GPU), and that part varies with how the
+    same wheels were installed: after the same imports, two venvs of one lock on one machine had 267 and
+    353 MB of them, with identical anonymous memory, and a fresh-clone CI run measured chapters 2-5
+    0.1-0.25 GB higher than the same chapters in an older venv. The OS can drop those pages under memory
+    pressure; the anonymous part it cannot, so that is what the 1.5 GB target checks."""
     problems = []
     claims = [r for r in records if r["method"] == "claim"]
     if len(claims) < 3:
@@ -31,25 +40,33 @@ def check_records(name: str, records: list[dict]) -> list[str]:
     problems += [f"{name}: claim {r['metric']!r} does not hold: {r.get('text', '')} ({r.get('numbers', '')}; "
                  f"rule {r.get('rule', '')})" for r in claims if r["value"] != 1.0]
     res = {r["metric"]: r["value"] for r in records if r["method"] == "chapter"}
-    for metric in ("wall_s", "cpu_s", "peak_rss_mb"):
+    for metric in ("wall_s", "cpu_s", "peak_rss_mb", "peak_anon_mb"):
         if metric not in res:
-            problems.append(f"{name}: no {metric} row (report.record_resources)")
-    if res.get("peak_rss_mb", 0) > PEAK_LIMIT_MB:
-        problems.append(f"{name}: peak memory {res['peak_rss_mb']:.0f} MB is above {PEAK_LIMIT_MB:.0f} MB")
+            problems.append(f"{name}: no {metric} row (report.start_resources / report.record_resources)")
+    if res.get("peak_anon_mb", 0) > PEAK_LIMIT_MB:
+        problems.append(f"{name}: the kernel's own data peaked at {res['peak_anon_mb']:.0f} MB, above "
+                        f"{PEAK_LIMIT_MB:.0f} MB")
+    if res.get("peak_rss_mb", 0) > RESIDENT_LIMIT_MB:
+        problems.append(f"{name}: peak resident memory {res['peak_rss_mb']:.0f} MB is above {RESIDENT_LIMIT_MB:.0f} MB")
     return problems
 
 
 def test_check_records_flags_failed_claims_missing_rows_and_memory():
     ok = [{"method": "claim", "metric": f"c{i}", "value": 1.0} for i in range(3)] + [
-        {"method": "chapter", "metric": m, "value": v} for m, v in (("wall_s", 60), ("cpu_s", 100), ("peak_rss_mb", 900))]
-    assert check_records("ch", ok) == []
+        {"method": "chapter", "metric": m, "value": v}
+        for m, v in (("wall_s", 60), ("cpu_s", 100), ("peak_rss_mb", 1700), ("peak_anon_mb", 1200))]
+    assert check_records("ch", ok) == []     # 1.7 GB resident is fine when the kernel's own data is 1.2 GB
     bad = [dict(r) for r in ok]
     bad[0]["value"] = 0.0
-    bad[-1]["value"] = 1700
+    bad[-1]["value"] = 1600
     problems = check_records("ch", bad[:4] + bad[5:])   # no cpu_s row
     assert any("'c0' does not hold" in p for p in problems)
-    assert any("above" in p for p in problems) and any("no cpu_s" in p for p in problems)
+    assert any("own data peaked at 1600 MB" in p for p in problems) and any("no cpu_s" in p for p in problems)
     assert any("need at least 3" in p for p in check_records("ch", ok[3:]))
+    bad = [dict(r) for r in ok]
+    bad[-2]["value"] = 2100
+    assert any("resident memory 2100 MB" in p for p in check_records("ch", bad))
+    assert any("no peak_anon_mb" in p for p in check_records("ch", ok[:-1]))
 
 
 # Every chapter, in every run and in CI. On 2 idle cores they took 15 s, 2.5-5 min, ~5 min, 3.2 min and 5 min

@@ -212,6 +212,60 @@ def peak_rss_mb() -> float:
     return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024   # bytes on macOS, KiB on Linux
 
 
+def _status_mb(*fields: str) -> dict[str, float]:
+    """Fields of ``/proc/self/status`` (Linux) in MB, e.g. ``RssAnon``; empty elsewhere."""
+    out = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                name = line.split(":", 1)[0]
+                if name in fields:
+                    out[name] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+class _AnonMeter:
+    """Samples this process's anonymous resident memory (``RssAnon``: heap, tensors, arrays) every
+    ``interval`` seconds in a daemon thread and keeps the largest value. ``VmHWM`` is exact but also
+    counts the pages of mapped shared libraries, which vary with how the same wheels were installed
+    (after the same imports, 267 vs 353 MB in two venvs of the same lock on one machine, with
+    identical anonymous memory) and which the OS can drop under memory pressure; the anonymous part
+    is what a memory limit cannot reclaim. A sampled peak can miss a spike shorter than ``interval``."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval, self.peak = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tlkit-anon-meter", daemon=True)
+        self._thread.start()
+
+    def sample(self) -> float:
+        now = _status_mb("RssAnon").get("RssAnon", 0.0)
+        self.peak = max(self.peak, now)
+        return self.peak
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+
+_METER: _AnonMeter | None = None
+
+
+def start_resources() -> float:
+    """Start measuring the chapter: returns ``time.perf_counter()`` (pass it to :func:`record_resources`)
+    and, on Linux, starts sampling the kernel's anonymous memory for ``record_resources``'
+    ``peak_anon_mb`` row (once per process; later calls keep the running meter)."""
+    global _METER
+    if _METER is None and _status_mb("RssAnon"):
+        _METER = _AnonMeter()
+        _METER.sample()
+    return time.perf_counter()
+
+
 def cpu_s() -> float:
     """CPU seconds (user + system) of this process and its finished children (DataLoader workers)."""
     import resource
@@ -234,9 +288,12 @@ def gpu_peak() -> tuple[str, float] | None:
 
 def record_resources(wall_start: float, *, preset: str | None = None) -> dict[str, float]:
     """Record the chapter's ``wall_s`` (since ``wall_start``, a ``time.perf_counter()`` value),
-    ``cpu_s`` and ``peak_rss_mb`` rows (``method="chapter"``), and ``peak_gpu_mb`` when the chapter ran
-    on a CUDA GPU, and return them."""
+    ``cpu_s`` and ``peak_rss_mb`` rows (``method="chapter"``), ``peak_anon_mb`` when
+    :func:`start_resources` started the memory meter, and ``peak_gpu_mb`` when the chapter ran on a
+    CUDA GPU, and return them."""
     values = {"wall_s": time.perf_counter() - wall_start, "cpu_s": cpu_s(), "peak_rss_mb": peak_rss_mb()}
+    if _METER is not None:   # started by start_resources()
+        values["peak_anon_mb"] = _METER.sample()
     gpu = gpu_peak()
     if gpu is not None:
         values["peak_gpu_mb"] = gpu[1]
@@ -255,8 +312,11 @@ def resources_markdown(values: dict[str, float], preset: str) -> str:
     cores = cpu_limit().affinity                 # the cores this process may use, not the machine's
     gpu = gpu_peak() if "peak_gpu_mb" in values else None
     where = f"{platform.machine()} with {cores} CPU cores" + (f" and a {gpu[0]} GPU" if gpu else "")
+    anon_text = (f" resident (shared-library pages included, which the OS can drop); the kernel's own data "
+                 f"(anonymous memory, sampled every {_METER.interval if _METER else 0.05:g} s) peaked at "
+                 f"**{values['peak_anon_mb'] / 1024:.2f} GB**" if "peak_anon_mb" in values else "")
     gpu_text = f", peak GPU memory **{values['peak_gpu_mb'] / 1024:.2f} GB**" if "peak_gpu_mb" in values else ""
     return (f"This run (preset `{preset}`, {where}): "
             f"**{values['wall_s'] / 60:.1f} min** wall time, **{values['cpu_s'] / 60:.1f} CPU-minutes**, "
-            f"peak memory **{values['peak_rss_mb'] / 1024:.2f} GB**{gpu_text}. Wall time depends on the machine's "
-            "load; CPU-minutes divided by your cores is a better guide.")
+            f"peak memory **{values['peak_rss_mb'] / 1024:.2f} GB**{anon_text}{gpu_text}. Wall time depends on the "
+            "machine's load; CPU-minutes divided by your cores is a better guide.")
