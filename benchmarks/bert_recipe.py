@@ -94,7 +94,7 @@ def reference(tok, train_df, evals: dict, *, seed: int, overrides: dict) -> dict
     return {**accs, "train_s": seconds, "steps": trainer.state.global_step}
 
 
-def kit(runner, valid_eval, *, budget: int, seed: int) -> dict:
+def kit(runner, *, budget: int, seed: int) -> dict:
     """The chapter's run: every layer but the word-embedding matrix, the head started from the probe."""
     out = runner.run("finetune_all", budget, seed, eval_on=["test", "valid"], head_init="probe", probe_C=0.1,
                      min_steps=KIT["sweep_min_steps"])
@@ -123,7 +123,7 @@ def main(argv=None) -> pd.DataFrame:
     rows = []
     for budget in a.budgets:
         for seed in a.seeds:
-            r = kit(runner, valid, budget=budget, seed=seed)
+            r = kit(runner, budget=budget, seed=seed)
             rows.append(dict(method="kit (chapter 2)", budget=budget, seed=seed, **r))
             print(f"{budget:>4}/class seed {seed}  kit (chapter 2): test {r['test']:.3f}  valid {r['valid']:.3f}  "
                   f"{r['steps']} steps  {r['train_s']:.0f} s", flush=True)

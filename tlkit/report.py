@@ -196,22 +196,6 @@ def say(text: str):
 
 
 # --------------------------------------------------------------------------- time and memory
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB: the kernel's ``VmHWM`` (Linux), else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    import sys
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024   # bytes on macOS, KiB on Linux
-
-
 def _status_mb(*fields: str) -> dict[str, float]:
     """Fields of ``/proc/self/status`` (Linux) in MB, e.g. ``RssAnon``; empty elsewhere."""
     out = {}
@@ -226,6 +210,21 @@ def _status_mb(*fields: str) -> dict[str, float]:
     return out
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: the kernel's ``VmHWM`` (Linux), else ``ru_maxrss``."""
+    hwm = _status_mb("VmHWM")
+    if hwm:
+        return hwm["VmHWM"]
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024   # bytes on macOS, KiB on Linux
+
+
+METER_INTERVAL_S = 0.05   # how often start_resources' meter samples the kernel's anonymous memory
+
+
 class _AnonMeter:
     """Samples this process's anonymous resident memory (``RssAnon``: heap, tensors, arrays) every
     ``interval`` seconds in a daemon thread and keeps the largest value. ``VmHWM`` is exact but also
@@ -234,7 +233,7 @@ class _AnonMeter:
     identical anonymous memory) and which the OS can drop under memory pressure; the anonymous part
     is what a memory limit cannot reclaim. A sampled peak can miss a spike shorter than ``interval``."""
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, interval: float = METER_INTERVAL_S) -> None:
         import threading
 
         self.interval, self.peak = interval, 0.0
@@ -313,7 +312,7 @@ def resources_markdown(values: dict[str, float], preset: str) -> str:
     gpu = gpu_peak() if "peak_gpu_mb" in values else None
     where = f"{platform.machine()} with {cores} CPU cores" + (f" and a {gpu[0]} GPU" if gpu else "")
     anon_text = (f" resident (shared-library pages included, which the OS can drop); the kernel's own data "
-                 f"(anonymous memory, sampled every {_METER.interval if _METER else 0.05:g} s) peaked at "
+                 f"(anonymous memory, sampled every {_METER.interval if _METER else METER_INTERVAL_S:g} s) peaked at "
                  f"**{values['peak_anon_mb'] / 1024:.2f} GB**" if "peak_anon_mb" in values else "")
     gpu_text = f", peak GPU memory **{values['peak_gpu_mb'] / 1024:.2f} GB**" if "peak_gpu_mb" in values else ""
     return (f"This run (preset `{preset}`, {where}): "
